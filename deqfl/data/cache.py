@@ -1,0 +1,91 @@
+"""On-disk cache of decoded data sets: one directory of .npy files per source version.
+
+Layout: `<cache root>/<name>-<key>/{x_train,y_train,x_test,y_test}.npy` plus `meta.json`
+(class names, channel mean/std, what the entry was built from). The key hashes the data
+set name, its options, and the absolute path, size and mtime of every input file, so
+different or changed source files never share an entry. An entry is written in a
+temporary directory and renamed into place, so readers see a whole entry or none.
+
+The cache root is, in order: the `cache_dir` argument, `$DEQFL_CACHE_DIR`, `~/.cache/deqfl`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from deqfl.data.arrays import DatasetArrays
+
+#: Bump when decoding changes, so that old entries are no longer used.
+CACHE_FORMAT = 1
+_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+class CorruptCacheError(Exception):
+    """A cache entry exists but cannot be read; `load_dataset` rebuilds it."""
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The cache root directory (not created)."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("DEQFL_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "deqfl"
+
+
+def cache_key(name: str, options: dict[str, object], inputs: list[Path]) -> str:
+    """A hex key identifying a data set built from `inputs` with `options`."""
+    files = []
+    for path in inputs:
+        stat = path.stat()
+        files.append([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
+    blob = json.dumps(
+        {"format": CACHE_FORMAT, "name": name, "files": files,
+         "options": {k: repr(v) for k, v in sorted(options.items())}},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def entry_dir(root: Path, name: str, key: str) -> Path:
+    return root / f"{name}-{key}"
+
+
+def read_entry(entry: Path) -> DatasetArrays | None:
+    """The cached arrays, None when there is no entry, CorruptCacheError if unreadable."""
+    if not entry.is_dir():
+        return None
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        arrays = {k: np.load(entry / f"{k}.npy", allow_pickle=False) for k in _ARRAYS}
+        return DatasetArrays(name=meta["name"], classes=tuple(meta["classes"]),
+                             mean=tuple(meta["mean"]), std=tuple(meta["std"]), **arrays)
+    except Exception as exc:  # any failure to read means the entry is unusable
+        raise CorruptCacheError(f"{entry}: {type(exc).__name__}: {exc}") from exc
+
+
+def write_entry(entry: Path, data: DatasetArrays, sources: list[Path]) -> None:
+    """Write `data` to `entry` atomically (temp dir + rename); a concurrent writer wins."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+    try:
+        for k in _ARRAYS:
+            np.save(tmp / f"{k}.npy", getattr(data, k), allow_pickle=False)
+        meta = {"name": data.name, "classes": list(data.classes), "mean": list(data.mean),
+                "std": list(data.std), "sources": [str(p) for p in sources]}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        if entry.exists():
+            shutil.rmtree(entry)  # a corrupt entry being replaced
+        try:
+            os.replace(tmp, entry)
+        except OSError:
+            if not entry.is_dir():  # not "another process wrote it first"
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,42 @@
+"""Deep equilibrium core: solvers, gradient modes, the DEQ module and stability control."""
+
+from deqfl.deq.accounting import Ledger
+from deqfl.deq.backward import IFT, JFB, BackwardMode, Phantom, Unrolled, make_backward
+from deqfl.deq.module import DEQ
+from deqfl.deq.solvers import (
+    SolverConfig,
+    SolverResult,
+    SolverStats,
+    anderson,
+    broyden,
+    fixed_point,
+    solve,
+)
+from deqfl.deq.stability import (
+    BoundedWeightNorm,
+    bounded_weight_norm,
+    contraction_estimate,
+    jacobian_penalty,
+)
+
+__all__ = [
+    "DEQ",
+    "IFT",
+    "JFB",
+    "BackwardMode",
+    "BoundedWeightNorm",
+    "Ledger",
+    "Phantom",
+    "SolverConfig",
+    "SolverResult",
+    "SolverStats",
+    "Unrolled",
+    "anderson",
+    "bounded_weight_norm",
+    "broyden",
+    "contraction_estimate",
+    "fixed_point",
+    "jacobian_penalty",
+    "make_backward",
+    "solve",
+]

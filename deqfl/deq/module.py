@@ -1,0 +1,114 @@
+"""The `DEQ` module: z* = f(z*, x) for a cell f, with swappable budgets and gradient modes."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from deqfl.deq.accounting import Ledger
+from deqfl.deq.backward import JFB, BackwardMode
+from deqfl.deq.solvers import SolverConfig, SolverStats, solve
+from deqfl.deq.stability import contraction_estimate, jacobian_penalty
+
+
+class DEQ(nn.Module):
+    """Deep equilibrium layer around a cell.
+
+    The cell is an nn.Module with `forward(z, u) -> z'` (same shape as z), and optionally
+    `inject(x) -> u` (input injection computed once per forward; default u = x) and
+    `initial_state(u) -> z0` (default zeros shaped like u).
+
+    * Training mode with grad enabled: `backward.run` solves with `train_solver` and attaches
+      the gradient tail (IFT / JFB / Phantom / Unrolled). Output: as the mode defines (f(z*)
+      for IFT and JFB).
+    * Otherwise (eval mode, or under no_grad): a graph-free solve with `eval_solver` in eval
+      mode, `train_solver` in training mode. Output: the solver's z.
+
+    `train_solver`, `eval_solver` and `backward` are plain attributes: a federated client may
+    reassign them at run time (a weak device = smaller max_iter, cheaper backward mode).
+    `forward(x, z0=...)` warm-starts the solve from z0 instead of the cell's initial state.
+
+    After each forward: `last_stats` (SolverStats, detached) and, with jac_reg_samples > 0 in
+    a training forward, `jacobian_loss` (Hutchinson estimate of ||J_f||_F^2 / dim at z*, with
+    graph, for the trainer to add to its loss). Work since `reset_counters()`: `ledger` and
+    `cell_evals` (unit in `deqfl.deq.accounting.Ledger`).
+    """
+
+    def __init__(
+        self,
+        cell: nn.Module,
+        train_solver: SolverConfig | None = None,
+        eval_solver: SolverConfig | None = None,
+        backward: BackwardMode | None = None,
+        jac_reg_samples: int = 0,
+    ) -> None:
+        super().__init__()
+        self.cell = cell
+        self.train_solver = train_solver or SolverConfig()
+        self.eval_solver = eval_solver or self.train_solver
+        self.backward = backward or JFB()
+        self.jac_reg_samples = jac_reg_samples
+        self.last_stats: SolverStats | None = None
+        self.jacobian_loss: Tensor | None = None
+        self.ledger = Ledger()
+
+    @property
+    def cell_evals(self) -> int:
+        return self.ledger.cell_evals
+
+    def reset_counters(self) -> None:
+        self.ledger.reset()
+
+    def inject(self, x: Tensor) -> Tensor:
+        return self.cell.inject(x) if hasattr(self.cell, "inject") else x
+
+    def initial_state(self, u: Tensor) -> Tensor:
+        return self.cell.initial_state(u) if hasattr(self.cell, "initial_state") else torch.zeros_like(u)
+
+    def forward(self, x: Tensor, z0: Tensor | None = None) -> Tensor:
+        u = self.inject(x)
+        z0 = self.initial_state(u) if z0 is None else z0
+
+        def f(z: Tensor) -> Tensor:
+            return self.cell(z, u)
+
+        self.jacobian_loss = None
+        if self.training and torch.is_grad_enabled():
+            z, stats = self.backward.run(f, z0, self.train_solver, self.ledger)
+            if self.jac_reg_samples > 0:
+                self.jacobian_loss = jacobian_penalty(f, z.detach(), self.jac_reg_samples)
+                self.ledger.forward += z.shape[0]
+                self.ledger.vjp += 2 * self.jac_reg_samples * z.shape[0]
+        else:
+            result = solve(f, z0, self.train_solver if self.training else self.eval_solver)
+            self.ledger.forward += result.stats.nfe * z0.shape[0]
+            z, stats = result.z, result.stats
+        self.last_stats = stats
+        return z
+
+    @contextlib.contextmanager
+    def override(
+        self, max_iter: int | None = None, tol: float | None = None, backward: BackwardMode | None = None
+    ) -> Iterator[DEQ]:
+        """Temporarily change the solver budget (both solvers) and/or the gradient mode."""
+        saved = (self.train_solver, self.eval_solver, self.backward)
+        changes = {k: v for k, v in (("max_iter", max_iter), ("tol", tol)) if v is not None}
+        try:
+            self.train_solver = dataclasses.replace(self.train_solver, **changes)
+            self.eval_solver = dataclasses.replace(self.eval_solver, **changes)
+            if backward is not None:
+                self.backward = backward
+            yield self
+        finally:
+            self.train_solver, self.eval_solver, self.backward = saved
+
+    def contraction(self, x: Tensor, n_iter: int = 10) -> Tensor:
+        """Per-sample estimate of ||J_f||_2 at the (eval-solver) fixed point for input x."""
+        with torch.no_grad():
+            u = self.inject(x)
+            z_star = solve(lambda z: self.cell(z, u), self.initial_state(u), self.eval_solver).z
+        return contraction_estimate(lambda z: self.cell(z, u), z_star, n_iter)

@@ -1,0 +1,316 @@
+"""Batched fixed-point solvers: find z* with z* = f(z*), one independent problem per sample.
+
+Every solver is a pure function `solver(f, z0, config, trace=False) -> SolverResult` over a
+closure `f` that maps a batch `(B, ...)` to a batch of the same shape. Samples must not
+interact through `f` (GroupNorm, convolutions and per-sample maps are fine; BatchNorm is not).
+
+Contract shared by all solvers:
+
+* One *evaluation* is one call of `f` on the whole batch; `stats.nfe` counts them and
+  `config.max_iter` caps them (the first evaluation, f(z0), counts).
+* For an iterate x the residuals are  abs = ||f(x) - x||_2  and
+  rel = ||f(x) - x||_2 / (||f(x)||_2 + eps), per sample over all non-batch dimensions.
+* A sample is converged once its residual in `config.stop_mode` is <= `config.tol`; from then
+  on it stops changing (its output and statistics are frozen), and the solve ends as soon as
+  every sample is converged or the cap is reached.
+* The returned z holds, per sample, f(x) for the iterate x with the lowest residual seen
+  while the sample was active; `stats` reports that iterate's residuals.
+* No autograd graph is built: solvers run under `torch.no_grad()` (differentiation is the
+  job of `deqfl.deq.backward`). They work in the dtype of z0 (float32 or float64).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from deqfl.errors import ConfigError
+
+Map = Callable[[Tensor], Tensor]
+
+METHODS = ("anderson", "fixed_point", "broyden")
+STOP_MODES = ("rel", "abs")
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """Which solver runs and how much work it may do.
+
+    method: "anderson" | "fixed_point" | "broyden".
+    max_iter: cap on f-evaluations (>= 1).  tol: stopping tolerance (>= 0; 0 = run to the cap).
+    stop_mode: "rel" or "abs" residual (see module docstring).
+    m: Anderson memory (past iterates mixed).  lam: Anderson ridge, relative to the mean squared
+    residual norm held in memory (scale-free).  beta: Anderson mixing,
+    x_{k+1} = beta * sum_i a_i f(x_i) + (1 - beta) * sum_i a_i x_i.
+    damping: fixed-point step x_{k+1} = (1 - damping) x_k + damping f(x_k).
+    """
+
+    method: str = "anderson"
+    max_iter: int = 16
+    tol: float = 1e-3
+    stop_mode: str = "rel"
+    m: int = 5
+    lam: float = 1e-4
+    beta: float = 1.0
+    damping: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"solver method {self.method!r} is unknown; use one of {METHODS}")
+        if self.stop_mode not in STOP_MODES:
+            raise ConfigError(f"solver stop_mode {self.stop_mode!r} is unknown; use one of {STOP_MODES}")
+        if not isinstance(self.max_iter, int) or isinstance(self.max_iter, bool) or self.max_iter < 1:
+            raise ConfigError(f"solver max_iter must be an integer >= 1, got {self.max_iter!r}")
+        if not isinstance(self.m, int) or isinstance(self.m, bool) or self.m < 1:
+            raise ConfigError(f"solver memory m must be an integer >= 1, got {self.m!r}")
+        if not self.tol >= 0:
+            raise ConfigError(f"solver tol must be >= 0, got {self.tol!r}")
+        if not self.lam >= 0:
+            raise ConfigError(f"solver ridge lam must be >= 0, got {self.lam!r}")
+        if not 0 < self.beta <= 1:
+            raise ConfigError(f"solver mixing beta must be in (0, 1], got {self.beta!r}")
+        if not 0 < self.damping <= 1:
+            raise ConfigError(f"solver damping must be in (0, 1], got {self.damping!r}")
+
+    def replace(self, **changes) -> SolverConfig:
+        """A copy with `changes` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class SolverStats:
+    """What one solve did, per sample (tensors of shape (B,)) and in total.
+
+    iterations: f-evaluations each sample used before it converged (or max_iter).
+    abs_residual / rel_residual: residuals of the returned iterate.  converged: tol reached.
+    nfe: batched f-evaluations performed (each on the whole batch).
+    singular: sample-steps where the Anderson/Broyden update was singular or not finite and a
+    plain fixed-point step was taken instead.
+    backward_fallbacks: 1 when the gradient mode fell back to a cheaper one for this batch
+    (IFT with an unconverged forward pass), else 0.
+    abs_trace / rel_trace: (nfe, B) residual after each evaluation, only with trace=True.
+    """
+
+    iterations: Tensor
+    abs_residual: Tensor
+    rel_residual: Tensor
+    converged: Tensor
+    nfe: int
+    singular: int = 0
+    backward_fallbacks: int = 0
+    abs_trace: Tensor | None = None
+    rel_trace: Tensor | None = None
+
+    @property
+    def mean_iterations(self) -> float:
+        return float(self.iterations.double().mean())
+
+    @property
+    def mean_abs_residual(self) -> float:
+        return float(self.abs_residual.double().mean())
+
+    @property
+    def mean_rel_residual(self) -> float:
+        return float(self.rel_residual.double().mean())
+
+    @property
+    def converged_fraction(self) -> float:
+        return float(self.converged.double().mean())
+
+
+@dataclass(frozen=True)
+class SolverResult:
+    z: Tensor
+    stats: SolverStats
+
+
+class _Tracker:
+    """Per-sample bookkeeping: best iterate, residuals, convergence, iteration counts."""
+
+    def __init__(self, batch: int, config: SolverConfig, trace: bool, like: Tensor) -> None:
+        self.config = config
+        self.best_z = torch.zeros_like(like)
+        self.best = torch.full((batch,), float("inf"), dtype=like.dtype, device=like.device)
+        self.abs = torch.full_like(self.best, float("inf"))
+        self.rel = torch.full_like(self.best, float("inf"))
+        self.iterations = torch.zeros(batch, dtype=torch.long, device=like.device)
+        self.converged = torch.zeros(batch, dtype=torch.bool, device=like.device)
+        self.active = torch.ones(batch, dtype=torch.bool, device=like.device)
+        self.nfe = 0
+        self.singular = 0
+        self.trace: list[tuple[Tensor, Tensor]] | None = [] if trace else None
+        self.eps = torch.finfo(like.dtype).tiny
+
+    def update(self, x: Tensor, fx: Tensor) -> None:
+        """Record the evaluation fx = f(x) of flat (B, d) iterates."""
+        self.nfe += 1
+        abs_res = torch.linalg.vector_norm(fx - x, dim=1)
+        rel_res = abs_res / (torch.linalg.vector_norm(fx, dim=1) + self.eps)
+        measure = rel_res if self.config.stop_mode == "rel" else abs_res
+        better = self.active & ~(measure >= self.best)  # NaN never counts as better
+        self.best_z = torch.where(better[:, None], fx, self.best_z)
+        self.best = torch.where(better, measure, self.best)
+        self.abs = torch.where(better, abs_res, self.abs)
+        self.rel = torch.where(better, rel_res, self.rel)
+        self.iterations += self.active
+        self.converged |= self.active & (measure <= self.config.tol)
+        self.active &= ~self.converged
+        if self.trace is not None:
+            self.trace.append((self.abs.clone(), self.rel.clone()))
+
+    def running(self) -> bool:
+        return self.nfe < self.config.max_iter and bool(self.active.any())
+
+    def result(self, shape: torch.Size) -> SolverResult:
+        traces = {}
+        if self.trace is not None:
+            traces = {
+                "abs_trace": torch.stack([a for a, _ in self.trace]),
+                "rel_trace": torch.stack([r for _, r in self.trace]),
+            }
+        stats = SolverStats(
+            iterations=self.iterations,
+            abs_residual=self.abs,
+            rel_residual=self.rel,
+            converged=self.converged,
+            nfe=self.nfe,
+            singular=self.singular,
+            **traces,
+        )
+        return SolverResult(self.best_z.view(shape), stats)
+
+
+def _flat(f: Map, shape: torch.Size) -> Map:
+    batch = shape[0]
+    return lambda x: f(x.view(shape)).reshape(batch, -1)
+
+
+@torch.no_grad()
+def fixed_point(f: Map, z0: Tensor, config: SolverConfig, trace: bool = False) -> SolverResult:
+    """Damped Picard iteration x_{k+1} = (1 - damping) x_k + damping f(x_k)."""
+    shape, batch = z0.shape, z0.shape[0]
+    fl = _flat(f, shape)
+    x = z0.reshape(batch, -1)
+    tracker = _Tracker(batch, config, trace, x)
+    while True:
+        fx = fl(x)
+        tracker.update(x, fx)
+        if not tracker.running():
+            return tracker.result(shape)
+        x = fx if config.damping == 1.0 else torch.lerp(x, fx, config.damping)
+
+
+@torch.no_grad()
+def anderson(f: Map, z0: Tensor, config: SolverConfig, trace: bool = False) -> SolverResult:
+    """Anderson acceleration (type II) with memory m, relative ridge lam and mixing beta.
+
+    With G_i = f(x_i) - x_i over the last n <= m iterates, the weights a solve
+        min_a ||sum_i a_i G_i||^2 + lam * s * ||a||^2   subject to  sum_i a_i = 1,
+    s = mean_i ||G_i||^2, as the batched (n+1)x(n+1) KKT system [[0, 1^T], [1, G G^T + lam s I]]
+    (one `torch.linalg.solve_ex` for the whole batch). Then
+        x_{k+1} = beta * sum_i a_i f(x_i) + (1 - beta) * sum_i a_i x_i.
+    A sample whose system is singular or gives non-finite weights takes a plain step
+    x_{k+1} = f(x_k) instead; such steps are counted in stats.singular.
+    """
+    shape, batch = z0.shape, z0.shape[0]
+    fl = _flat(f, shape)
+    x = z0.reshape(batch, -1)
+    m, dim = config.m, x.shape[1]
+    X = x.new_zeros(batch, m, dim)
+    F = x.new_zeros(batch, m, dim)
+    tracker = _Tracker(batch, config, trace, x)
+    fx = fl(x)
+    tracker.update(x, fx)
+    X[:, 0], F[:, 0] = x, fx
+    k = 1
+    while tracker.running():
+        n = min(k, m)
+        G = F[:, :n] - X[:, :n]
+        GG = torch.bmm(G, G.transpose(1, 2))
+        scale = GG.diagonal(dim1=1, dim2=2).mean(1)
+        H = x.new_zeros(batch, n + 1, n + 1)
+        H[:, 0, 1:] = 1
+        H[:, 1:, 0] = 1
+        H[:, 1:, 1:] = GG
+        H[:, 1:, 1:].diagonal(dim1=1, dim2=2).add_((config.lam * scale + tracker.eps)[:, None])
+        rhs = x.new_zeros(batch, n + 1, 1)
+        rhs[:, 0] = 1
+        sol, info = torch.linalg.solve_ex(H, rhs)
+        alpha = sol[:, 1:, 0]
+        bad = (info != 0) | ~torch.isfinite(alpha).all(1)
+        if bool(bad.any()):
+            plain = torch.zeros_like(alpha)
+            plain[:, (k - 1) % m] = 1
+            alpha = torch.where(bad[:, None], plain, alpha)
+            tracker.singular += int((bad & tracker.active).sum())
+        x = torch.bmm(alpha[:, None], F[:, :n])[:, 0]
+        if config.beta != 1.0:
+            x = config.beta * x + (1 - config.beta) * torch.bmm(alpha[:, None], X[:, :n])[:, 0]
+        fx = fl(x)
+        tracker.update(x, fx)
+        X[:, k % m], F[:, k % m] = x, fx
+        k += 1
+    return tracker.result(shape)
+
+
+@torch.no_grad()
+def broyden(f: Map, z0: Tensor, config: SolverConfig, trace: bool = False) -> SolverResult:
+    """Broyden's ("good") method on g(x) = f(x) - x with a low-rank inverse Jacobian.
+
+    B^{-1} = -I + sum_j u_j v_j^T starts at -I (so the first step is x + g(x) = f(x)) and after
+    each step dx, dg is updated to satisfy the secant condition B^{-1} dg = dx:
+        u = (dx - B^{-1} dg) / (dx^T B^{-1} dg),  v^T = dx^T B^{-1};
+    the step is x_{k+1} = x_k - B^{-1} g(x_k). Memory holds all max_iter - 1 updates
+    (2 * B * d * max_iter numbers). A near-zero denominator skips that sample's update
+    (counted in stats.singular); converged samples stop moving.
+    """
+    shape, batch = z0.shape, z0.shape[0]
+    fl = _flat(f, shape)
+    x = z0.reshape(batch, -1)
+    slots = max(config.max_iter - 1, 1)
+    U = x.new_zeros(batch, x.shape[1], slots)
+    VT = x.new_zeros(batch, slots, x.shape[1])
+    tracker = _Tracker(batch, config, trace, x)
+    fx = fl(x)
+    tracker.update(x, fx)
+    gx = fx - x
+    step = gx
+    n = 0
+
+    def inv_matvec(v: Tensor) -> Tensor:  # B^{-1} v
+        return -v + torch.bmm(U[:, :, :n], torch.bmm(VT[:, :n], v[:, :, None]))[:, :, 0]
+
+    def inv_rmatvec(v: Tensor) -> Tensor:  # v^T B^{-1}
+        return -v + torch.bmm(torch.bmm(v[:, None], U[:, :, :n]), VT[:, :n])[:, 0]
+
+    while tracker.running():
+        x_new = x + step * tracker.active[:, None]
+        fx = fl(x_new)
+        tracker.update(x_new, fx)
+        g_new = fx - x_new
+        dx, dg = x_new - x, g_new - gx
+        vT = inv_rmatvec(dx)
+        denom = (vT * dg).sum(1)
+        size = torch.linalg.vector_norm(vT, dim=1) * torch.linalg.vector_norm(dg, dim=1)
+        ok = (denom.abs() > 1e3 * tracker.eps + torch.finfo(x.dtype).eps * size) & torch.isfinite(denom)
+        tracker.singular += int((~ok & tracker.active).sum())
+        safe = torch.where(ok, denom, torch.ones_like(denom))
+        U[:, :, n] = torch.where(ok[:, None], (dx - inv_matvec(dg)) / safe[:, None], 0)
+        VT[:, n] = torch.where(ok[:, None], vT, 0)
+        n += 1
+        x, gx = x_new, g_new
+        step = -inv_matvec(gx)
+        step = torch.where(torch.isfinite(step), step, gx)
+    return tracker.result(shape)
+
+
+_SOLVERS = {"anderson": anderson, "fixed_point": fixed_point, "broyden": broyden}
+
+
+def solve(f: Map, z0: Tensor, config: SolverConfig, trace: bool = False) -> SolverResult:
+    """Run the solver named by `config.method` (see the module docstring for the contract)."""
+    return _SOLVERS[config.method](f, z0, config, trace)

@@ -1,0 +1,44 @@
+"""The embedded engine (default): clients run one after another in this process.
+
+It moves real serialized payloads (the same bytes Flower would carry), so byte counts and
+fp16 transport effects are real. A client that raises becomes an error reply (listed
+under `rejected`), never a crashed run. One model object is reused for every client, so
+memory grows with the clients sampled in a round, not with the registered ones.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from torch import nn
+
+from deqfl.data import DatasetArrays
+from deqfl.fl.client import train_client
+from deqfl.fl.server import ClientJob, ClientReply
+from deqfl.fl.transport import decode_state, encode_state
+from deqfl.models import federated_state
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedEngine:
+    def __init__(self, model: nn.Module, dataset: DatasetArrays, transport_dtype: str = "float32"):
+        self.model = model
+        self.dataset = dataset
+        self.transport_dtype = transport_dtype
+        self._reference = federated_state(model)
+
+    def run_clients(self, jobs: list[ClientJob], download: bytes) -> list[ClientReply]:
+        replies = []
+        for job in jobs:
+            cid = job.data.client_id
+            try:
+                received = decode_state(download, like=self._reference)
+                update = train_client(self.model, received, job.task, self.dataset, job.data)
+                upload = encode_state(update.state, self.transport_dtype)
+                update.state = decode_state(upload, like=self._reference)
+                replies.append(ClientReply(cid, update, bytes_up=len(upload)))
+            except Exception as exc:  # noqa: BLE001 - a crashing client must not end the run
+                log.exception("client %d crashed", cid)
+                replies.append(ClientReply(cid, None, error=f"{type(exc).__name__}: {exc}"))
+        return replies

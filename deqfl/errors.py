@@ -1,0 +1,16 @@
+"""Errors deqfl raises for bad input: each says what was wrong, where, and what to do.
+
+The CLI prints them as one clear message (no traceback) and exits with status 2.
+"""
+
+
+class DeqflError(Exception):
+    """Base class of every user-facing deqfl error."""
+
+
+class ConfigError(DeqflError):
+    """An experiment config (TOML file or --set override) is invalid."""
+
+
+class DataError(DeqflError):
+    """A data source is missing, corrupt, or cannot be partitioned as asked."""

@@ -1,0 +1,186 @@
+"""One experiment = one validated config: a TOML file plus `--set section.key=value` overrides.
+
+Every section is a pydantic model with `extra="forbid"`: unknown keys and invalid values
+fail before any work starts, with a message naming the key and the valid choices or range.
+`docs/CONFIG.md` is generated from these types (`python -m deqfl.experiments.config_docs`).
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field
+
+from deqfl.errors import ConfigError
+from deqfl.fl.fusion import FusionConfig
+from deqfl.fl.profiles import FleetConfig
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ExperimentSection(_Section):
+    name: str = Field("default", description="A label for the run, kept in the results.")
+    seed: int = Field(0, ge=0, description="Seed of every random choice of the run.")
+    rounds: int = Field(20, gt=0, description="Federated rounds.")
+    engine: Literal["embedded"] = Field("embedded", description="Execution engine.")
+    threads: int = Field(2, gt=0, description="torch intra-op threads (fixed for determinism).")
+    checkpoint_every: int = Field(1, ge=0, description="Checkpoint every N rounds (0: never).")
+
+
+class DataSection(_Section):
+    dataset: str = Field("mnist", description="Data source: mnist, fashion-mnist, cifar10, digits, synthetic, or a registered one.")
+    data_dir: str | None = Field(None, description="Directory (or archive) with the data set's files; default: the packaged source.")
+    cache_dir: str | None = Field(None, description="Decoded-array cache (default $DEQFL_CACHE_DIR or ~/.cache/deqfl).")
+    num_clients: int = Field(20, gt=0, description="Registered clients the training set is split across.")
+    partition: Literal["iid", "dirichlet", "pathological", "shards", "quantity-skew"] = Field(
+        "dirichlet", description="How the training set is split across clients."
+    )
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (dirichlet only; small = skewed).")
+    classes_per_client: int = Field(2, gt=0, description="Classes per client (pathological only).")
+    shards_per_client: int = Field(2, gt=0, description="Shards per client (shards only).")
+    holdout_fraction: float = Field(0.1, ge=0, lt=1, description="Share of each client's data held back for its local evaluation.")
+    train_subset: int = Field(0, ge=0, description="Use only the first N training rows (0: all); for quick runs.")
+    eval_subset: int = Field(0, ge=0, description="Per-round evaluation on a fixed seeded subset of N test rows (0: all). The final evaluation always uses the whole test set.")
+
+
+class ModelSection(_Section):
+    name: str = Field("deq-mnist", description="Model name (see `deqfl models`).")
+    options: dict[str, Any] = Field(default_factory=dict, description="Keyword options passed to the model builder.")
+
+
+class TrainSection(_Section):
+    lr: float = Field(0.05, gt=0, description="Client SGD learning rate.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="Client SGD momentum.")
+    weight_decay: float = Field(0.0, ge=0, description="Client SGD weight decay.")
+    batch_size: int = Field(32, gt=0, description="Client batch size (a tier may override).")
+    proximal_mu: float = Field(0.0, ge=0, description="FedProx proximal term mu (0: plain local SGD).")
+    residual_samples: int = Field(256, gt=0, description="Own samples on which a client measures its residual r_k.")
+
+
+class SamplingSection(_Section):
+    fraction: float = Field(0.5, gt=0, le=1, description="Fraction of registered clients sampled per round.")
+    min_clients: int = Field(2, gt=0, description="At least this many clients sampled per round.")
+    rule: Literal["uniform", "drop-weak"] = Field("uniform", description="uniform: any client; drop-weak: never sample tiers whose max_iter is below `min_cap`.")
+    min_cap: int = Field(16, gt=0, description="drop-weak: smallest forward cap still sampled.")
+    deadline_seconds: float | None = Field(None, gt=0, description="Simulated round deadline; slower clients are stragglers and dropped.")
+
+
+class EvaluationSection(_Section):
+    anytime_every: int = Field(5, ge=0, description="Anytime curve every N rounds (and at the end; 0: only at the end).")
+    anytime_budgets: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32], description="Forward budgets of the anytime curve.")
+    batch_size: int = Field(500, gt=0, description="Evaluation batch size.")
+
+
+class TransportSection(_Section):
+    dtype: Literal["float32", "float16"] = Field("float32", description="Dtype of floating tensors on the wire.")
+
+
+class ExperimentConfig(_Section):
+    experiment: ExperimentSection = Field(default_factory=ExperimentSection)
+    data: DataSection = Field(default_factory=DataSection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
+    sampling: SamplingSection = Field(default_factory=SamplingSection)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+    evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
+    transport: TransportSection = Field(default_factory=TransportSection)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
+
+
+def default_config_text() -> str:
+    return resources.files("deqfl.presets").joinpath("default.toml").read_text()
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """The default experiment, updated by the TOML file at `path`, then by `overrides`."""
+    raw = tomllib.loads(default_config_text())
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            user = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        raw = _merge(raw, user)
+    for item in overrides or []:
+        _apply_override(raw, item)
+    return validate_config(raw, source=str(path) if path else "default config")
+
+
+def validate_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        lines = [_describe(err) for err in exc.errors()]
+        raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines)) from None
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "options":
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one `section.key=value`; the value is parsed as TOML (strings may be bare)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. --set experiment.rounds=5")
+    dotted, text = item.split("=", 1)
+    keys = dotted.strip().split(".")
+    if len(keys) < 2 or not all(keys):
+        raise ConfigError(f"--set {item!r}: the key must be section.key, e.g. fusion.weighting")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    node = raw
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {item!r}: '{key}' is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        valid = _valid_keys(err["loc"][:-1])
+        return f"{loc}: unknown key; valid keys here: {', '.join(valid)}"
+    return f"{loc}: {err['msg']} (got {err.get('input')!r})"
+
+
+def _valid_keys(loc: tuple) -> list[str]:
+    model: Any = ExperimentConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            inner = [a for c in candidates for a in getattr(c, "__args__", ())]
+            nested = [c for c in inner if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return sorted(model.model_fields)

@@ -1,0 +1,60 @@
+"""The final model of a run: `model.safetensors` (tensors, no pickle) + `model.json`.
+
+`model.json` records how to rebuild the architecture (model name, options, input shape,
+classes), the data set and the reference budget, so `deqfl eval` and `deqfl export` can
+load a run directory without the code that trained it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from deqfl.errors import ConfigError
+from deqfl.experiments.config import ExperimentConfig
+from deqfl.experiments.results import atomic_write_text
+from deqfl.fl.profiles import TierConfig
+from deqfl.models import build_model, federated_state, load_federated_state
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    model: nn.Module
+    meta: dict[str, Any]
+
+
+def save_model(out_dir: Path, model: nn.Module, config: ExperimentConfig, reference: TierConfig) -> None:
+    tmp = out_dir / ".model.safetensors.tmp"
+    save_file({k: v.contiguous() for k, v in federated_state(model).items()}, str(tmp))
+    tmp.replace(out_dir / "model.safetensors")
+    meta = {
+        "model": config.model.name,
+        "options": config.model.options,
+        "dataset": config.data.dataset,
+        "data_dir": config.data.data_dir,
+        "reference_cap": reference.max_iter,
+        "reference_tol": reference.tol,
+    }
+    atomic_write_text(out_dir / "model.json", json.dumps(meta, indent=2))
+
+
+def load_saved_model(run_dir: Path, input_shape: tuple[int, ...], num_classes: int) -> SavedModel:
+    meta_path, weights = run_dir / "model.json", run_dir / "model.safetensors"
+    if not meta_path.exists() or not weights.exists():
+        raise ConfigError(
+            f"{run_dir} holds no final model (model.json and model.safetensors); "
+            "it is written when a run finishes: resume it with `deqfl run --resume`"
+        )
+    meta = json.loads(meta_path.read_text())
+    model = build_model(meta["model"], input_shape=input_shape, num_classes=num_classes, **meta["options"])
+    try:
+        load_federated_state(model, load_file(str(weights)))
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"{weights} does not fit model '{meta['model']}': {exc}") from None
+    model.eval()
+    return SavedModel(model, meta)

@@ -1,0 +1,58 @@
+"""Server-side evaluation of the global model at a forward budget.
+
+`evaluate` returns accuracy, mean cross-entropy loss and, for DEQ models, the mean
+relative residual ||f(z)-z|| / ||f(z)|| of the fixed point reached (`residual`), computed
+over the same rows. For explicit models every budget gives the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from deqfl.fl.client import budget
+from deqfl.models import find_deq
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    accuracy: float
+    loss: float
+    residual: float | None
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cap: int | None,
+    tol: float | None,
+    batch_size: int = 500,
+) -> EvalResult:
+    model.eval()
+    deq = find_deq(model)
+    correct, loss_sum, residual_sum = 0, 0.0, 0.0
+    with budget(model, cap, tol):
+        for start in range(0, len(y), batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            logits = model(xb)
+            correct += int((logits.argmax(1) == yb).sum())
+            loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
+            if deq is not None:
+                residual_sum += float(deq.last_stats.mean_rel_residual) * len(yb)
+    n = len(y)
+    return EvalResult(
+        accuracy=correct / n,
+        loss=loss_sum / n,
+        residual=residual_sum / n if deq is not None else None,
+    )
+
+
+def anytime_curve(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, budgets: list[int], tol: float, batch_size: int
+) -> dict[int, float]:
+    """Accuracy at each forward budget (the same tolerance throughout)."""
+    return {b: evaluate(model, x, y, b, tol, batch_size).accuracy for b in budgets}

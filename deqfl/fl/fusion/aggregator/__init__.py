@@ -1,0 +1,15 @@
+"""Built-in aggregators; importing this package registers them.
+
+Which combine with the weighting (quality, examples, ...):
+- mean, fednova: yes, the weights are the averaging shares p_k.
+- median: yes, a weighted coordinate-wise median (with equal weights, the plain median).
+- trimmed-mean: trimming is by count, not weight; the surviving values are averaged with
+  their weights, renormalised per coordinate.
+- multi-krum: selection ignores the weights (it is geometric); the selected updates are
+  averaged with their weights, renormalised.
+- krum: ignores the weights entirely (one update is selected).
+"""
+
+from deqfl.fl.fusion.aggregator import fednova, krum, mean, median, trimmed_mean
+
+__all__ = ["fednova", "krum", "mean", "median", "trimmed_mean"]

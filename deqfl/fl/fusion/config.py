@@ -1,0 +1,111 @@
+"""`FusionConfig`: the typed, validated choice of weighting, aggregator and their limits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from deqfl.errors import ConfigError
+from deqfl.fl.fusion.registry import AGGREGATORS, WEIGHTINGS
+from deqfl.fl.validation import ValidationLimits
+
+
+class FusionConfig(BaseModel):
+    """How the server fuses a round's client updates (unknown keys are errors)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    weighting: str = Field(
+        "quality",
+        description="How client weights are formed: 'examples' (FedAvg, w_k ~ n_k), "
+        "'uniform' (w_k = 1/K), 'quality' (w_k ~ n_k q_k), or a registered name.",
+    )
+    quality: Literal["residual", "budget", "loss"] = Field(
+        "residual",
+        description="Source of q_k for weighting='quality': 'residual' "
+        "q_k = 1/(1 + r_k / median r); 'budget' q_k = cap_k / reference_cap; "
+        "'loss' q_k = 1/(1 + L_k / median L) with L_k the held-back loss.",
+    )
+    residual_floor: float = Field(
+        1e-6, gt=0, description="Reported residuals below this are raised to it."
+    )
+    residual_cap: float = Field(
+        10.0, gt=0, description="Reported residuals above this (or infinite) are lowered to it."
+    )
+    aggregator: str = Field(
+        "mean",
+        description="How weighted deltas are combined: 'mean', 'fednova', 'median', "
+        "'trimmed-mean', 'krum', 'multi-krum', or a registered name.",
+    )
+    server_lr: float = Field(
+        1.0, gt=0, description="Server step size: x_new = x + server_lr * fused delta."
+    )
+    max_norm_factor: float | None = Field(
+        10.0,
+        ge=1,
+        description="Reject an update whose delta norm exceeds this multiple of the "
+        "round's median delta norm; null disables the bound.",
+    )
+    min_updates: int = Field(
+        1, ge=1, description="Fewer valid updates than this: the round is skipped."
+    )
+    trim_fraction: float = Field(
+        0.1,
+        ge=0,
+        lt=0.5,
+        description="aggregator='trimmed-mean': fraction of values dropped at each end, "
+        "per coordinate (floor(trim_fraction * K) each side).",
+    )
+    krum_byzantine: int = Field(
+        1, ge=0, description="aggregator='krum'/'multi-krum': assumed number f of attackers."
+    )
+    krum_select: int | None = Field(
+        None,
+        ge=1,
+        description="aggregator='multi-krum': updates averaged (m); null means K - f.",
+    )
+
+    @field_validator("weighting")
+    @classmethod
+    def _known_weighting(cls, name: str) -> str:
+        if name not in WEIGHTINGS.names():
+            raise ValueError(WEIGHTINGS.unknown(name))
+        return name
+
+    @field_validator("aggregator")
+    @classmethod
+    def _known_aggregator(cls, name: str) -> str:
+        if name not in AGGREGATORS.names():
+            raise ValueError(AGGREGATORS.unknown(name))
+        return name
+
+    @model_validator(mode="after")
+    def _floor_below_cap(self) -> FusionConfig:
+        if self.residual_floor >= self.residual_cap:
+            raise ValueError(
+                f"residual_floor ({self.residual_floor}) must be below "
+                f"residual_cap ({self.residual_cap})"
+            )
+        return self
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], prefix: str = "fusion") -> FusionConfig:
+        """Build from a mapping (e.g. a TOML table); ConfigError naming each bad key."""
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            lines = []
+            for err in exc.errors():
+                key = ".".join([prefix, *(str(p) for p in err["loc"])])
+                lines.append(f"{key}: {err['msg']}")
+            raise ConfigError("invalid fusion config:\n  " + "\n  ".join(lines)) from None
+
+    def limits(self) -> ValidationLimits:
+        """The bounds `deqfl.fl.validation` applies under this config."""
+        return ValidationLimits(
+            residual_floor=self.residual_floor,
+            residual_cap=self.residual_cap,
+            max_norm_factor=self.max_norm_factor,
+        )

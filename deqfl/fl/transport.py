@@ -1,0 +1,34 @@
+"""What travels: model states serialized with safetensors (no pickle), optionally in fp16.
+
+Byte counts in the results are the lengths of these payloads: a download is counted once
+per receiving client, an upload once per replying client.
+"""
+
+from __future__ import annotations
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+WIRE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def encode_state(state: dict[str, torch.Tensor], dtype: str = "float32") -> bytes:
+    """Serialize a state dict; floating tensors are cast to the wire dtype."""
+    wire = WIRE_DTYPES[dtype]
+    return st_save(
+        {k: (v.to(wire) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    )
+
+
+def decode_state(payload: bytes, like: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Deserialize a payload. With `like`, floating tensors whose key is in `like` are cast
+    back to that tensor's dtype (the receiver computes in its own precision); other keys are
+    kept as received, so a malformed payload reaches validation unchanged."""
+    state = st_load(payload)
+    if like is None:
+        return state
+    return {
+        k: v.to(like[k].dtype) if k in like and v.is_floating_point() and like[k].is_floating_point() else v
+        for k, v in state.items()
+    }

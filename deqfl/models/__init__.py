@@ -1,0 +1,30 @@
+"""Models: cells, the DEQ classifier, explicit baselines, the unrolled twin, the registry,
+the federated state and anytime evaluation."""
+
+from deqfl.models.anytime import accuracy, accuracy_at_budgets, find_deq
+from deqfl.models.cells import InjectedResidualCell
+from deqfl.models.deq_classifier import DEFAULT_SOLVER, DEQClassifier
+from deqfl.models.explicit import CNN, ResNet
+from deqfl.models.federated import federated_state, load_federated_state, parameter_count, serialized_bytes
+from deqfl.models.registry import build_model, default_input_shape, list_models, register_model
+from deqfl.models.unrolled import UnrolledClassifier
+
+__all__ = [
+    "CNN",
+    "DEFAULT_SOLVER",
+    "DEQClassifier",
+    "InjectedResidualCell",
+    "ResNet",
+    "UnrolledClassifier",
+    "accuracy",
+    "accuracy_at_budgets",
+    "build_model",
+    "default_input_shape",
+    "federated_state",
+    "find_deq",
+    "list_models",
+    "load_federated_state",
+    "parameter_count",
+    "register_model",
+    "serialized_bytes",
+]

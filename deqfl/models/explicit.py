@@ -1,0 +1,67 @@
+"""Explicit baselines: a plain CNN and a GroupNorm ResNet, each in two widths."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from deqfl.models.stems import groups_for
+
+
+class CNN(nn.Module):
+    """conv3x3(c -> w1) + relu + maxpool2, conv3x3(w1 -> w2) + relu + maxpool2, optional hidden
+    linear layer, linear classifier (on 28x28: the 20,490-parameter CNN of DESIGN 6b for
+    widths (16, 32) and no hidden layer)."""
+
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, widths: tuple[int, int], hidden: int = 0):
+        super().__init__()
+        c, h, w = input_shape
+        w1, w2 = widths
+        features = w2 * (h // 4) * (w // 4)
+        layers: list[nn.Module] = [
+            nn.Conv2d(c, w1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(w1, w2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(),
+        ]
+        if hidden:
+            layers += [nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)]
+        else:
+            layers.append(nn.Linear(features, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class BasicBlock(nn.Module):
+    """Pre-activation-free ResNet basic block with GroupNorm: relu(x' + GN(conv(relu(GN(conv x)))))."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = nn.GroupNorm(groups_for(cout), cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.norm2 = nn.GroupNorm(groups_for(cout), cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.GroupNorm(groups_for(cout), cout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.relu(self.norm1(self.conv1(x)))
+        return F.relu(self.shortcut(x) + self.norm2(self.conv2(h)))
+
+
+class ResNet(nn.Module):
+    """stem conv3x3 + GN + relu, one basic block per width (stride 2 from the second on),
+    global average pool, linear."""
+
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, widths: tuple[int, ...]):
+        super().__init__()
+        c = input_shape[0]
+        self.stem = nn.Sequential(nn.Conv2d(c, widths[0], 3, padding=1, bias=False), nn.GroupNorm(groups_for(widths[0]), widths[0]), nn.ReLU())
+        blocks = [BasicBlock(widths[max(i - 1, 0)], wd, 1 if i == 0 else 2) for i, wd in enumerate(widths)]
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], num_classes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.blocks(self.stem(x)))

@@ -1,0 +1,1 @@
+"""Packaged presets: fleets of device tiers and the default experiment."""

@@ -1,0 +1,103 @@
+"""Gradient modes against backprop through 200 unrolled iterations (float64)."""
+
+import pytest
+import torch
+from torch import nn
+
+from deqfl.deq import DEQ, IFT, JFB, Phantom, SolverConfig, Unrolled, make_backward
+from deqfl.errors import ConfigError
+
+DIM, IN, BATCH = 12, 5, 4
+
+
+class TanhCell(nn.Module):
+    """f(z, x) = tanh(W z + U x + b) with ||W||_2 = 0.5: contractive."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        w = torch.randn(DIM, DIM, generator=g, dtype=torch.float64)
+        self.w = nn.Parameter(0.5 * w / torch.linalg.matrix_norm(w, 2))
+        self.u = nn.Parameter(torch.randn(DIM, IN, generator=g, dtype=torch.float64))
+        self.b = nn.Parameter(torch.randn(DIM, generator=g, dtype=torch.float64))
+
+    def inject(self, x):
+        return x @ self.u.T + self.b
+
+    def initial_state(self, u):
+        return torch.zeros_like(u)
+
+    def forward(self, z, u):
+        return torch.tanh(z @ self.w.T + u)
+
+
+EXACT = SolverConfig(method="anderson", max_iter=200, tol=1e-13)
+
+
+def gradients(backward, solver=EXACT):
+    torch.manual_seed(0)
+    deq = DEQ(TanhCell(), train_solver=solver, backward=backward)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(BATCH, IN, generator=g, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(BATCH, DIM, generator=g, dtype=torch.float64)
+    (deq(x) * weights).sum().backward()
+    return torch.cat([p.grad.flatten() for p in deq.parameters()] + [x.grad.flatten()]), deq
+
+
+def rel_error(a, b):
+    return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b))
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return gradients(Unrolled(steps=200))[0]
+
+
+def test_ift_matches_unrolled_backprop(reference):
+    grad, deq = gradients(IFT(max_iter=200, tol=1e-13))
+    assert rel_error(grad, reference) <= 1e-6
+    assert deq.ledger.backward_fallbacks == 0
+    assert deq.ledger.last_backward.converged.all()
+
+
+def test_phantom_approaches_ift_as_k_grows(reference):
+    errors = [rel_error(gradients(Phantom(k=k, tau=0.5))[0], reference) for k in (1, 4, 16, 64)]
+    assert errors == sorted(errors, reverse=True)
+    assert errors[-1] < 1e-6 < errors[0]
+
+
+def test_jfb_is_a_descent_direction(reference):
+    grad = gradients(JFB())[0]
+    cosine = float(grad @ reference / (grad.norm() * reference.norm()))
+    assert cosine > 0
+    assert rel_error(grad, reference) > 1e-3  # and really an approximation
+
+
+def test_ift_falls_back_when_the_forward_pass_is_unconverged():
+    loose = SolverConfig(method="fixed_point", max_iter=1, tol=0.0)
+    grad, deq = gradients(IFT(fallback_threshold=1e-3), solver=loose)
+    assert deq.ledger.backward_fallbacks == 1
+    assert deq.last_stats.backward_fallbacks == 1
+    assert torch.equal(grad, gradients(JFB(), solver=loose)[0])
+
+
+def test_work_is_counted_by_hand():
+    deq = DEQ(TanhCell(), train_solver=SolverConfig(method="fixed_point", max_iter=3, tol=0.0), backward=JFB())
+    deq(torch.randn(BATCH, IN, dtype=torch.float64)).sum().backward()
+    assert (deq.ledger.forward, deq.ledger.vjp) == (3 * BATCH + BATCH, BATCH)
+    assert deq.cell_evals == 4 * BATCH + 2 * BATCH
+    deq.reset_counters()
+    deq.backward = Phantom(k=2)
+    deq(torch.randn(BATCH, IN, dtype=torch.float64)).sum().backward()
+    assert (deq.ledger.forward, deq.ledger.vjp) == (5 * BATCH, 2 * BATCH)
+
+
+def test_make_backward():
+    assert make_backward("jfb") == JFB()
+    assert make_backward("phantom", k=3, tau=0.8) == Phantom(3, 0.8)
+    assert make_backward("unrolled", steps=7) == Unrolled(7)
+    ift = make_backward("ift", max_iter=10, fallback="phantom")
+    assert ift.max_iter == 10 and ift.fallback == Phantom()
+    for name, options in [("adjoint", {}), ("phantom", {"kk": 3}), ("phantom", {"k": 0}), ("ift", {"fallback": "ift"}), ("ift", {"tol": -1})]:
+        with pytest.raises(ConfigError):
+            make_backward(name, **options)

@@ -1,0 +1,125 @@
+"""Solvers: known fixed points, budgets, tolerances and hand-checkable statistics."""
+
+import pytest
+import torch
+
+from deqfl.deq import SolverConfig, anderson, broyden, fixed_point, solve
+from deqfl.errors import ConfigError
+
+METHODS = ("fixed_point", "anderson", "broyden")
+
+
+def linear_problem(dtype, batch=3, dim=40, rho=0.9, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))
+    a = q @ torch.diag(torch.linspace(-rho, rho, dim, dtype=torch.float64)) @ q.T
+    b = torch.randn(batch, dim, generator=g, dtype=torch.float64)
+    z_star = torch.linalg.solve(torch.eye(dim, dtype=torch.float64) - a, b.T).T
+    a, b = a.to(dtype), b.to(dtype)
+    return (lambda z: z @ a.T + b), z_star.to(dtype)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-11)])
+def test_reaches_known_fixed_point(method, dtype, tol):
+    f, z_star = linear_problem(dtype)
+    result = solve(f, torch.zeros_like(z_star), SolverConfig(method=method, max_iter=400, tol=tol))
+    assert result.z.dtype == dtype
+    assert bool(result.stats.converged.all())
+    assert bool((result.stats.rel_residual <= tol).all())
+    err = torch.linalg.vector_norm(result.z - z_star, dim=1) / torch.linalg.vector_norm(z_star, dim=1)
+    assert float(err.max()) < 20 * tol  # error <= residual / (1 - rho)
+
+
+def test_anderson_and_broyden_need_fewer_evaluations_than_plain_iteration():
+    f, z_star = linear_problem(torch.float64, rho=0.95, dim=80)
+    nfe = {m: solve(f, torch.zeros_like(z_star), SolverConfig(method=m, max_iter=1000, tol=1e-8)).stats.nfe for m in METHODS}
+    assert nfe["anderson"] < nfe["fixed_point"] / 2
+    assert nfe["broyden"] < nfe["fixed_point"] / 2
+
+
+def test_hand_checkable_stats_and_per_sample_stopping():
+    # f(z) = z/2 + c from z0 = 0: x_k = 2c(1 - 2^-k), |f(x_k) - x_k| = c 2^-k.
+    c = torch.tensor([[1.0], [4.0]], dtype=torch.float64)
+    config = SolverConfig(method="fixed_point", max_iter=50, tol=0.1, stop_mode="abs")
+    result = fixed_point(lambda z: 0.5 * z + c, torch.zeros_like(c), config, trace=True)
+    s = result.stats
+    # sample 0: residuals 1, .5, .25, .125, .0625 -> converged at evaluation 5, returns f(x_4)
+    # sample 1: 4, 2, 1, .5, .25, .125, .0625 -> converged at evaluation 7
+    assert s.iterations.tolist() == [5, 7]
+    assert s.nfe == 7
+    assert s.abs_residual.tolist() == [0.0625, 0.0625]
+    assert result.z.flatten().tolist() == [2 * (1 - 2**-5), 8 * (1 - 2**-7)]
+    assert s.rel_residual[0].item() == pytest.approx(0.0625 / 1.9375)
+    assert s.converged.tolist() == [True, True]
+    assert s.mean_iterations == 6.0
+    assert s.abs_trace.shape == (7, 2) and s.rel_trace.shape == (7, 2)
+    assert s.abs_trace[:, 0].tolist() == [1, 0.5, 0.25, 0.125, 0.0625, 0.0625, 0.0625]  # frozen after 5
+    assert torch.equal(s.abs_trace[-1], s.abs_residual)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_budget_is_respected(method):
+    f, z_star = linear_problem(torch.float64, rho=0.99)
+    result = solve(f, torch.zeros_like(z_star), SolverConfig(method=method, max_iter=3, tol=1e-12))
+    assert result.stats.nfe == 3
+    assert result.stats.iterations.tolist() == [3, 3, 3]
+    assert not bool(result.stats.converged.any())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_tolerance_stops_early_in_both_modes(method):
+    f, z_star = linear_problem(torch.float64)
+    for stop_mode in ("rel", "abs"):
+        result = solve(f, torch.zeros_like(z_star), SolverConfig(method=method, max_iter=400, tol=1e-3, stop_mode=stop_mode))
+        res = result.stats.rel_residual if stop_mode == "rel" else result.stats.abs_residual
+        assert bool((res <= 1e-3).all())
+        # stopped at the first evaluation below tol: the previous one was above it
+        tight = solve(f, torch.zeros_like(z_star), SolverConfig(method=method, max_iter=400, tol=1e-9, stop_mode=stop_mode))
+        assert result.stats.nfe < tight.stats.nfe
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_samples_are_independent_of_their_batch(method):
+    f, z_star = linear_problem(torch.float64, batch=4)
+    config = SolverConfig(method=method, max_iter=100, tol=1e-6)
+    together = solve(f, torch.zeros_like(z_star), config)
+    for i in range(4):
+        alone = solve(lambda z: f(z.expand(4, -1))[i : i + 1], torch.zeros_like(z_star[i : i + 1]), config)
+        assert torch.allclose(alone.z, together.z[i : i + 1], rtol=1e-10, atol=1e-12)
+        assert alone.stats.iterations.item() == together.stats.iterations[i].item()
+
+
+def test_singular_anderson_system_is_survived_and_counted():
+    # f(z) = z + 1 has no fixed point; every residual is 1, so G G^T is a rank-one matrix of
+    # ones: with lam = 0 the KKT system is exactly singular.
+    z0 = torch.zeros(2, 3, dtype=torch.float64)
+    result = anderson(lambda z: z + 1, z0, SolverConfig(lam=0.0, max_iter=6, tol=1e-6))
+    assert result.stats.singular > 0
+    assert bool(torch.isfinite(result.z).all())
+    assert result.stats.nfe == 6
+
+
+def test_broyden_survives_a_degenerate_update():
+    result = broyden(lambda z: z + 1, torch.zeros(2, 3, dtype=torch.float64), SolverConfig(method="broyden", max_iter=6))
+    assert bool(torch.isfinite(result.z).all())
+    assert result.stats.nfe == 6
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"method": "newton"},
+        {"stop_mode": "max"},
+        {"max_iter": 0},
+        {"max_iter": 2.5},
+        {"tol": -1.0},
+        {"m": 0},
+        {"lam": -1e-3},
+        {"beta": 0.0},
+        {"damping": 1.5},
+    ],
+)
+def test_bad_config_is_a_config_error(bad):
+    with pytest.raises(ConfigError):
+        SolverConfig(**bad)

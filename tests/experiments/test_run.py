@@ -1,0 +1,141 @@
+"""End-to-end federated runs on real data (scikit-learn digits), kept small and fast."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from deqfl.cli.main import main
+from deqfl.errors import ConfigError
+from deqfl.experiments.config import load_config
+from deqfl.experiments.results import read_jsonl
+from deqfl.experiments.runner import run_experiment
+
+SMALL = [
+    "data.dataset=digits", "data.num_clients=6", "data.alpha=1.0", "data.eval_subset=0",
+    "experiment.rounds=2", "sampling.fraction=1.0", "train.batch_size=16",
+    "evaluation.anytime_every=1", "evaluation.anytime_budgets=[1, 4, 16]",
+]
+
+ROUND_KEYS = {
+    "round", "accuracy", "loss", "bytes_up", "bytes_down", "wall_seconds", "clients",
+    "tier_accuracy", "global_residual", "client_accuracy", "simulated_seconds", "rejected",
+}
+CLIENT_KEYS = {"id", "num_examples", "weight", "tier", "iterations", "residual"}
+SUMMARY_KEYS = {
+    "dataset", "model", "engine", "rounds", "num_clients", "seed", "final_accuracy",
+    "best_accuracy", "bytes_up", "bytes_down", "wall_seconds", "versions", "commit",
+    "tier_accuracy", "anytime", "fusion",
+}
+MEASURED = {"wall_seconds", "train_seconds", "eval_seconds", "compute_seconds"}
+
+
+def _run(tmp_path, name, extra=(), **kwargs):
+    config = load_config(None, SMALL + list(extra) + [f"data.cache_dir={json.dumps(str(tmp_path / 'cache'))}"])
+    out = tmp_path / name
+    summary = run_experiment(config, out, **kwargs)
+    return out, summary
+
+
+def _strip_measured(value):
+    if isinstance(value, dict):
+        return {k: _strip_measured(v) for k, v in value.items() if k not in MEASURED}
+    if isinstance(value, list):
+        return [_strip_measured(v) for v in value]
+    return value
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("runs")
+    return _run(tmp, "a"), _run(tmp, "b")
+
+
+def test_run_beats_chance_and_writes_the_schema(two_runs):
+    (out, summary), _ = two_runs
+    assert summary["final_accuracy"] > 0.5  # chance is 0.1
+    records = read_jsonl(out / "metrics.jsonl")
+    assert [r["round"] for r in records] == [1, 2]
+    for r in records:
+        assert ROUND_KEYS <= set(r)
+        assert 0 <= r["accuracy"] <= 1 and r["bytes_up"] > 0 and r["bytes_down"] > 0
+        assert set(r["tier_accuracy"]) == {"strong", "medium", "weak"}
+        assert sum(c["weight"] for c in r["clients"]) == pytest.approx(1.0)
+        assert {"mean", "p10"} == set(r["client_accuracy"])
+        for c in r["clients"]:
+            assert CLIENT_KEYS <= set(c)
+    assert set(records[0]["anytime"]) == {"1", "4", "16"}
+    assert SUMMARY_KEYS <= set(json.loads((out / "summary.json").read_text()))
+    assert summary["bytes_up"] == sum(r["bytes_up"] for r in records)
+    assert (out / "config.toml").exists() and (out / "model.safetensors").exists()
+    for png in ("accuracy_vs_round.png", "accuracy_vs_mb.png", "client_weights.png"):
+        assert (out / png).stat().st_size > 1000
+
+
+def test_same_config_and_seed_give_identical_results(two_runs):
+    (a, _), (b, _) = two_runs
+    ra, rb = read_jsonl(a / "metrics.jsonl"), read_jsonl(b / "metrics.jsonl")
+    assert _strip_measured(ra) == _strip_measured(rb)
+    ma, mb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert all(torch.equal(ma[k], mb[k]) for k in ma)
+
+
+def test_resume_equals_an_uninterrupted_run(two_runs, tmp_path):
+    (full, _), _ = two_runs
+    config = load_config(None, SMALL + [f"data.cache_dir={json.dumps(str(tmp_path / 'cache'))}"])
+    out = tmp_path / "interrupted"
+    assert run_experiment(config, out, stop_after=1) == {}
+    assert not (out / "summary.json").exists()
+    run_experiment(config, out, resume=True)
+    resumed, uninterrupted = load_file(str(out / "model.safetensors")), load_file(str(full / "model.safetensors"))
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+    assert [r["round"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2]
+
+
+def test_an_existing_run_is_not_overwritten(two_runs):
+    (out, _), _ = two_runs
+    config = load_config(None, SMALL)
+    with pytest.raises(ConfigError, match="--resume"):
+        run_experiment(config, out)
+
+
+def test_cli_run_and_eval(tmp_path, capsys):
+    cache = json.dumps(str(tmp_path / "cache"))
+    args = ["run", "--quiet", "--out", str(tmp_path / "cli")]
+    for item in SMALL + ["experiment.rounds=1", "fusion.weighting=examples", f"data.cache_dir={cache}"]:
+        args += ["--set", item]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy" in out
+    assert main(["eval", str(tmp_path / "cli"), "--budget", "2", "--budget", "16", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["budget"] for r in rows] == [2, 16] and all(0 <= r["accuracy"] <= 1 for r in rows)
+
+
+def test_cli_reports_config_errors_without_traceback(capsys):
+    assert main(["run", "--set", "train.lrr=1"]) == 2
+    err = capsys.readouterr().err
+    assert "train.lrr: unknown key" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_runs_and_matches_the_fixed_budget_model(two_runs, tmp_path, fmt):
+    from deqfl.data import load_dataset
+    from deqfl.experiments.export import export_model, fixed_budget_model
+    from deqfl.experiments.model_io import load_saved_model
+
+    (run, _), _ = two_runs
+    data = load_dataset("digits", cache_dir=tmp_path)
+    saved = load_saved_model(run, data.input_shape, data.num_classes)
+    x = data.normalise(data.x_test[:64])
+    expected = fixed_budget_model(saved.model, 6)(x).detach()
+    path = export_model(saved.model, x[:2], 6, fmt, tmp_path / f"m.{fmt}")
+    if fmt == "torchscript":
+        got = torch.jit.load(str(path))(x)
+    else:
+        ort = pytest.importorskip("onnxruntime")
+        session = ort.InferenceSession(str(path))
+        got = torch.as_tensor(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+    assert torch.allclose(got, expected, atol=1e-4)
+    assert (expected.argmax(1) == torch.as_tensor(data.y_test[:64])).float().mean() > 0.3
