@@ -9,13 +9,11 @@ Built-in data sets: mnist, fashion-mnist, cifar10, image-folder, digits, synthet
 `deqfl.data.sources`); add your own with `register_dataset`.
 """
 
-from deqfl.data import sources  # registers the built-in sources
+from deqfl.data import sources  # noqa: F401  (importing it registers the built-in sources)
 from deqfl.data.arrays import DatasetArrays
 from deqfl.data.partition import SCHEMES, partition_indices
 from deqfl.data.registry import list_datasets, load_dataset, register_dataset
 from deqfl.data.stats import label_counts, label_entropy
-
-del sources
 
 __all__ = [
     "SCHEMES",

@@ -70,6 +70,19 @@ def read_entry(entry: Path) -> DatasetArrays | None:
         raise CorruptCacheError(f"{entry}: {type(exc).__name__}: {exc}") from exc
 
 
+def discard_entry(entry: Path) -> None:
+    """Remove an (unreadable) entry: renamed away first, so no reader sees it half-deleted."""
+    try:
+        doomed = Path(tempfile.mkdtemp(prefix=f".{entry.name}.discard.", dir=entry.parent))
+    except OSError:
+        return  # a read-only cache: the entry stays, and is rebuilt in memory on each load
+    try:
+        os.replace(entry, doomed / entry.name)
+    except OSError:
+        pass  # already gone: another process discarded or replaced it
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 def write_entry(entry: Path, data: DatasetArrays, sources: list[Path]) -> None:
     """Write `data` to `entry` atomically (temp dir + rename); a concurrent writer wins."""
     entry.parent.mkdir(parents=True, exist_ok=True)
@@ -80,8 +93,6 @@ def write_entry(entry: Path, data: DatasetArrays, sources: list[Path]) -> None:
         meta = {"name": data.name, "classes": list(data.classes), "mean": list(data.mean),
                 "std": list(data.std), "sources": [str(p) for p in sources]}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        if entry.exists():
-            shutil.rmtree(entry)  # a corrupt entry being replaced
         try:
             os.replace(tmp, entry)
         except OSError:

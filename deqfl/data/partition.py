@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Callable
 
 import numpy as np
 
@@ -167,11 +166,10 @@ def partition_indices(
 
 def _read_partitions(partitioner: object, num_clients: int, scheme: str,
                      params: dict[str, object]) -> list[np.ndarray]:
-    load: Callable[[int], object] = partitioner.load_partition
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # flwr's retry notices; our checks report instead
-            return [np.sort(load(i).with_format("numpy")["row"][:].astype(np.int64))
+            return [np.sort(partitioner.load_partition(i).with_format("numpy")["row"][:].astype(np.int64))
                     for i in range(num_clients)]
     except ValueError as exc:
         if scheme == "dirichlet":

