@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = (
     "deqfl.cli.cmd_data",
     "deqfl.cli.cmd_models",
     "deqfl.cli.cmd_bench",
+    "deqfl.cli.cmd_reproduce",
 )
 
 

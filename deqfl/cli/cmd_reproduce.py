@@ -1,0 +1,71 @@
+"""`deqfl reproduce`: run the evidence suite (E1-E4) and write report.md + results.json."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from deqfl.errors import ConfigError
+
+DEFAULT_STORE = Path("docs/results")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "reproduce", help="run the evidence suite (E1-E4) and build its report",
+        description="Run the suite run by run (resumable; finished runs are stored as JSON and "
+        "never rerun), then write OUT/report.md, its plots and OUT/results.json.",
+    )
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument("--quick", action="store_true", help="smoke test of the pipeline (default; not evidence)")
+    scale.add_argument("--full", action="store_true", help="the real suite: MNIST + Fashion-MNIST, 3 seeds (tens of hours)")
+    parser.add_argument("--only", default="E1,E2,E3,E4", help="comma-separated experiments, e.g. E1,E3")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/reproduce-quick|full)")
+    parser.add_argument(
+        "--store", type=Path, default=None,
+        help=f"stored results folder (default: {DEFAULT_STORE} for --full, OUT/results for --quick)",
+    )
+    parser.add_argument(
+        "--data-dir", action="append", default=[], metavar="DATASET=PATH",
+        help="where a data set's files are, e.g. fashion-mnist=../shared/data/fashion-mnist (repeatable)",
+    )
+    parser.add_argument("--with-cifar", action="store_true", help="add CIFAR-10 with the 32x32 RGB models (--full)")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the report from the store; run nothing")
+    parser.set_defaults(func=reproduce_command)
+
+
+def reproduce_command(args: argparse.Namespace) -> int:
+    from deqfl.experiments.reproduce.report import build_report  # noqa: PLC0415
+    from deqfl.experiments.reproduce.runner import run_suite  # noqa: PLC0415
+    from deqfl.experiments.reproduce.store import load_results  # noqa: PLC0415
+    from deqfl.experiments.reproduce.suite import EXPERIMENTS, FULL, QUICK, build_suite  # noqa: PLC0415
+
+    mode = "full" if args.full else "quick"
+    only = tuple(e.strip().upper() for e in args.only.split(",") if e.strip())
+    unknown = [e for e in only if e not in EXPERIMENTS]
+    if unknown:
+        raise ConfigError(f"--only: unknown experiment(s) {unknown}; valid choices: {', '.join(EXPERIMENTS)}")
+    data_dirs = {}
+    for item in args.data_dir:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--data-dir {item!r}: expected DATASET=PATH, e.g. fashion-mnist=/data/fmnist")
+        data_dirs[name] = path
+    out = args.out or Path("runs") / f"reproduce-{mode}"
+    store = args.store or (DEFAULT_STORE if mode == "full" else out / "results")
+    specs = build_suite(FULL if mode == "full" else QUICK, only, with_cifar=args.with_cifar)
+    missing = sorted({s.dataset for s in specs if s.dataset in ("fashion-mnist", "cifar10")} - set(data_dirs))
+    if missing and not args.report_only:
+        raise ConfigError(
+            f"the suite needs the files of {', '.join(missing)}: pass --data-dir NAME=PATH for each "
+            "(see README, Data)"
+        )
+    if args.report_only:
+        wanted = {s.run_id for s in specs}
+        results = [r for r in load_results(store) if r["run_id"] in wanted]
+    else:
+        results = run_suite(specs, store, out, data_dirs)
+    title = "deqfl evidence suite (--quick: a smoke test, not evidence)" if mode == "quick" else "deqfl evidence suite (--full)"
+    report = build_report(results, out, title)
+    print(f"report: {report}")
+    return 0

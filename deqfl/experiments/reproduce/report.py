@@ -1,0 +1,210 @@
+"""Build `report.md` (tables, PNG plots) and `results.json` from stored runs alone.
+
+Every table states how many seeds each cell rests on (values are mean ± sample std over
+seeds). Where the best method's lead over the runner-up is within their spread, the
+report says so instead of ranking them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from deqfl.experiments.reproduce.analysis import Stat, mb_to_target, rounds_to_target, stat, within_spread  # noqa: E402
+from deqfl.experiments.reproduce.suite import TARGETS  # noqa: E402
+from deqfl.experiments.results import atomic_write_text, json_safe  # noqa: E402
+
+Group = dict[tuple, list[dict[str, Any]]]
+
+
+def _group(results: list[dict[str, Any]], experiment: str, keys: tuple[str, ...]) -> Group:
+    groups: Group = defaultdict(list)
+    for r in results:
+        if r["experiment"] == experiment:
+            groups[tuple(r[k] for k in keys)].append(r)
+    return dict(sorted(groups.items()))
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines + [""]
+
+
+def _verdict(named: dict[str, Stat], what: str, higher_is_better: bool = True) -> str:
+    ranked = sorted(
+        ((k, s) for k, s in named.items() if s.mean is not None),
+        key=lambda kv: kv[1].mean, reverse=higher_is_better,
+    )
+    if len(ranked) < 2:
+        return ""
+    (best, a), (second, b) = ranked[0], ranked[1]
+    if within_spread(a, b):
+        return f"{what}: {best} and {second} are within the spread over seeds; not ranked."
+    return f"{what}: {best} leads {second} by more than the spread over seeds."
+
+
+def _final(runs: list[dict[str, Any]]) -> Stat:
+    return stat([r["summary"]["final_accuracy"] for r in runs])
+
+
+def section_e1(results: list[dict[str, Any]], out: Path) -> list[str]:
+    groups = _group(results, "E1", ("dataset", "method"))
+    if not groups:
+        return []
+    lines = ["## E1 communication (FedAvg, homogeneous devices)", ""]
+    by_dataset: dict[str, dict[str, list]] = defaultdict(dict)
+    for (dataset, method), runs in groups.items():
+        by_dataset[dataset][method] = runs
+    for dataset, methods in by_dataset.items():
+        target = TARGETS.get(dataset, 0.9)
+        rows, finals = [], {}
+        for method, runs in methods.items():
+            s = runs[0]["summary"]
+            per_round = stat([
+                (r["rounds"][0]["bytes_up"] + r["rounds"][0]["bytes_down"]) / 1e6 for r in runs if r["rounds"]
+            ])
+            finals[method] = _final(runs)
+            rows.append([
+                f"{method} ({s['model']})", f"{s.get('parameters', 'n/a')}", per_round.format(digits=3),
+                stat([rounds_to_target(r["rounds"], target) for r in runs]).format(digits=1),
+                stat([mb_to_target(r["rounds"], target) for r in runs]).format(digits=2),
+                finals[method].format(100), str(len(runs)),
+            ])
+        lines += [f"### {dataset} (target {100 * target:.0f}%)", ""]
+        lines += _table(["model", "parameters", "MB per round", "rounds to target", "MB to target",
+                         "final accuracy (%)", "seeds"], rows)
+        verdict = _verdict(finals, "final accuracy")
+        if verdict:
+            lines += [verdict, ""]
+        plot = _plot_curves(
+            {m: runs[0]["rounds"] for m, runs in methods.items()}, out / f"e1_{dataset}_accuracy_vs_mb.png",
+            x="mb", title=f"E1 {dataset}: accuracy against MB (seed {methods[next(iter(methods))][0]['seed']})",
+        )
+        lines += [f"![E1 {dataset}]({plot.name})", ""]
+    return lines
+
+
+def section_e2(results: list[dict[str, Any]], out: Path) -> list[str]:
+    groups = _group(results, "E2", ("dataset", "group", "method"))
+    if not groups:
+        return []
+    lines = ["## E2 heterogeneity (mixed: half the clients at a quarter of the budget)", ""]
+    tables: dict[tuple, list] = defaultdict(list)
+    finals: dict[tuple, dict[str, Stat]] = defaultdict(dict)
+    for (dataset, fleet, method), runs in groups.items():
+        tiers = sorted({t for r in runs for t in r["summary"].get("tier_accuracy", {})})
+        tier_text = ", ".join(
+            f"{t} {stat([r['summary']['tier_accuracy'].get(t) for r in runs]).format(100)}" for t in tiers
+        )
+        p10 = stat([(r["rounds"][-1].get("client_accuracy") or {}).get("p10") for r in runs])
+        sim = stat([r["summary"]["simulated_seconds"] / max(1, len(r["rounds"])) for r in runs])
+        finals[(dataset, fleet)][method] = _final(runs)
+        tables[(dataset, fleet)].append([
+            method, finals[(dataset, fleet)][method].format(100), tier_text, p10.format(100),
+            sim.format(digits=3), str(len(runs)),
+        ])
+    for (dataset, fleet), rows in tables.items():
+        lines += [f"### {dataset}, fleet {fleet}", ""]
+        lines += _table(["method", "final accuracy (%)", "accuracy at each tier's budget (%)",
+                         "client held-back accuracy p10 (%)", "simulated s / round", "seeds"], rows)
+        verdict = _verdict(finals[(dataset, fleet)], "final accuracy")
+        if verdict:
+            lines += [verdict, ""]
+    return lines
+
+
+def section_e3(results: list[dict[str, Any]], out: Path) -> list[str]:
+    groups = _group(results, "E3", ("dataset", "group", "method"))
+    if not groups:
+        return []
+    lines = ["## E3 fusion ablation (mixed fleet)", ""]
+    tables: dict[tuple, list] = defaultdict(list)
+    finals: dict[tuple, dict[str, Stat]] = defaultdict(dict)
+    for (dataset, alpha, method), runs in groups.items():
+        target = TARGETS.get(dataset, 0.9)
+        finals[(dataset, alpha)][method] = _final(runs)
+        tables[(dataset, alpha)].append([
+            method, finals[(dataset, alpha)][method].format(100),
+            stat([rounds_to_target(r["rounds"], target) for r in runs]).format(digits=1),
+            stat([r["summary"].get("global_residual") for r in runs]).format(digits=5), str(len(runs)),
+        ])
+    for (dataset, alpha), rows in tables.items():
+        lines += [f"### {dataset}, Dirichlet {alpha}", ""]
+        lines += _table(["fusion", "final accuracy (%)", "rounds to target", "global residual", "seeds"], rows)
+        verdict = _verdict(finals[(dataset, alpha)], "final accuracy")
+        if verdict:
+            lines += [verdict, ""]
+    return lines
+
+
+def section_e4(results: list[dict[str, Any]], out: Path) -> list[str]:
+    groups = _group(results, "E2", ("dataset", "group", "method"))
+    curves = {k: runs for k, runs in groups.items() if runs[0]["summary"].get("anytime")}
+    if not curves:
+        return []
+    lines = ["## E4 anytime inference (final global model of each E2 run)", ""]
+    budgets = sorted({int(b) for runs in curves.values() for b in runs[0]["summary"]["anytime"]})
+    rows = []
+    for (dataset, fleet, method), runs in curves.items():
+        cells = [stat([r["summary"]["anytime"].get(str(b)) for r in runs]).format(100, 1) for b in budgets]
+        rows.append([dataset, fleet, method, *cells, str(len(runs))])
+    lines += _table(["data set", "fleet", "method", *[f"K={b}" for b in budgets], "seeds"], rows)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (dataset, fleet, method), runs in curves.items():
+        curve = runs[0]["summary"]["anytime"]
+        ax.plot(budgets, [100 * curve[str(b)] for b in budgets], marker="o", label=f"{dataset} {fleet} {method}")
+    ax.set(xscale="log", xlabel="forward iterations at inference", ylabel="test accuracy (%)", title="E4 anytime")
+    ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    path = _save(fig, out / "e4_anytime.png")
+    return lines + [f"![E4 anytime]({path.name})", ""]
+
+
+def _plot_curves(series: dict[str, list[dict[str, Any]]], path: Path, x: str, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, rounds in series.items():
+        xs, total = [], 0.0
+        for row in rounds:
+            total += (row["bytes_up"] + row["bytes_down"]) / 1e6
+            xs.append(total if x == "mb" else row["round"])
+        ax.plot(xs, [100 * row["accuracy"] for row in rounds], marker="o", label=label)
+    ax.set(xlabel="MB communicated" if x == "mb" else "round", ylabel="test accuracy (%)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def build_report(results: list[dict[str, Any]], out: Path, title: str, preamble: str = "") -> Path:
+    """Write `out/report.md`, its PNG plots and `out/results.json`; returns the report path."""
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = sorted({r["seed"] for r in results})
+    commits = sorted({str(r["summary"].get("commit")) for r in results})
+    lines = [f"# {title}", ""]
+    if preamble:
+        lines += [preamble, ""]
+    lines += [
+        f"{len(results)} runs; seeds {seeds}; code commits {commits}. Values are mean ± sample "
+        "standard deviation over seeds; the `seeds` column says how many each row rests on.", "",
+    ]
+    for section in (section_e1, section_e2, section_e3, section_e4):
+        lines += section(results, out)
+    report = out / "report.md"
+    atomic_write_text(report, "\n".join(lines))
+    atomic_write_text(out / "results.json", json.dumps(json_safe(results), indent=1, allow_nan=False))
+    return report

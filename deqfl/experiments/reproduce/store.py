@@ -1,0 +1,75 @@
+"""One JSON file per finished run: `<store>/<run_id>.json`, so that runs finished in many
+sittings add up and the report can be rebuilt from the store alone.
+
+A stored run keeps the run's spec, its summary, a compact per-round series and where it
+came from (commit, date, machine). Writes are atomic (temp file, then rename).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from deqfl.experiments.reproduce.suite import RunSpec
+from deqfl.experiments.results import atomic_write_text, json_safe
+
+ROUND_FIELDS = ("round", "accuracy", "loss", "bytes_up", "bytes_down", "simulated_seconds",
+                "global_residual", "tier_accuracy", "wall_seconds")
+
+
+def result_path(store: Path, spec: RunSpec) -> Path:
+    return store / f"{spec.run_id}.json"
+
+
+def compact_rounds(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-round fields the report needs, plus the fusion weight each tier received."""
+    rows = []
+    for r in records:
+        row = {k: r.get(k) for k in ROUND_FIELDS}
+        tier_weight: dict[str, float] = {}
+        for client in r.get("clients", []):
+            tier_weight[client["tier"]] = tier_weight.get(client["tier"], 0.0) + client["weight"]
+        row["tier_weight"] = tier_weight
+        row["client_accuracy"] = r.get("client_accuracy")
+        rows.append(row)
+    return rows
+
+
+def save_result(store: Path, spec: RunSpec, summary: dict[str, Any], records: list[dict[str, Any]]) -> Path:
+    store.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "run_id": spec.run_id,
+        "experiment": spec.experiment,
+        "method": spec.method,
+        "group": spec.group,
+        "dataset": spec.dataset,
+        "seed": spec.seed,
+        "overrides": list(spec.overrides),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": f"{platform.machine()} {platform.processor() or ''} {_cores()} cores".strip(),
+        "summary": summary,
+        "rounds": compact_rounds(records),
+    }
+    path = result_path(store, spec)
+    atomic_write_text(path, json.dumps(json_safe(payload), indent=1, allow_nan=False))
+    return path
+
+
+def load_results(store: Path) -> list[dict[str, Any]]:
+    """Every stored run (files that do not parse are skipped with a note on stderr)."""
+    results = []
+    for path in sorted(store.glob("*.json")):
+        try:
+            results.append(json.loads(path.read_text()))
+        except json.JSONDecodeError as exc:
+            print(f"deqfl reproduce: skipping unreadable result {path}: {exc}")
+    return results
+
+
+def _cores() -> int:
+    import os  # noqa: PLC0415
+
+    return os.cpu_count() or 0

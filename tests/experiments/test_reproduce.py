@@ -1,0 +1,94 @@
+"""The evidence suite's arithmetic, store and report on small synthetic inputs."""
+
+import math
+
+import pytest
+
+from deqfl.cli.main import main
+from deqfl.experiments.reproduce.analysis import mb_to_target, rounds_to_target, stat, within_spread
+from deqfl.experiments.reproduce.report import build_report
+from deqfl.experiments.reproduce.store import load_results, save_result
+from deqfl.experiments.reproduce.suite import FULL, QUICK, RunSpec, build_suite
+
+ROUNDS = [
+    {"round": 1, "accuracy": 0.90, "bytes_up": 1_000_000, "bytes_down": 500_000},
+    {"round": 2, "accuracy": 0.97, "bytes_up": 1_000_000, "bytes_down": 500_000},
+    {"round": 3, "accuracy": 0.985, "bytes_up": 1_000_000, "bytes_down": 500_000},
+    {"round": 4, "accuracy": 0.99, "bytes_up": 1_000_000, "bytes_down": 500_000},
+]
+
+
+def test_rounds_and_mb_to_target():
+    assert rounds_to_target(ROUNDS, 0.98) == 3
+    assert mb_to_target(ROUNDS, 0.98) == pytest.approx(4.5)
+    assert rounds_to_target(ROUNDS, 0.90) == 1 and mb_to_target(ROUNDS, 0.90) == pytest.approx(1.5)
+    assert rounds_to_target(ROUNDS, 0.995) is None and mb_to_target(ROUNDS, 0.995) is None
+
+
+def test_mean_std_over_seeds_and_spread_rule():
+    s = stat([0.97, 0.98, 0.99])
+    assert s.mean == pytest.approx(0.98) and s.std == pytest.approx(0.01) and s.n == 3
+    assert stat([0.5]).std == 0.0
+    missing = stat([None, 3, 5])
+    assert missing.n == 2 and missing.missing == 1 and missing.mean == 4 and missing.std == pytest.approx(math.sqrt(2))
+    assert stat([None]).mean is None and "not reached" in stat([None]).format()
+    assert within_spread(stat([0.97, 0.98, 0.99]), stat([0.975, 0.985, 0.995]))
+    assert not within_spread(stat([0.90, 0.91, 0.92]), stat([0.97, 0.98, 0.99]))
+    assert within_spread(stat([0.9]), stat([0.99]))  # one seed: no spread known, never ranked
+
+
+def test_suite_is_well_formed():
+    quick = build_suite(QUICK)
+    assert {s.dataset for s in quick} == {"mnist"} and {s.seed for s in quick} == {0}
+    assert {s.experiment for s in quick} == {"E1", "E2", "E3"}
+    ids = [s.run_id for s in quick]
+    assert len(ids) == len(set(ids))
+    full = build_suite(FULL, only=("E1",))
+    assert {s.seed for s in full} == {0, 1, 2} and {s.dataset for s in full} == {"mnist", "fashion-mnist"}
+    assert len(full) == 2 * 3 * 4
+    assert all(s.experiment == "E1" for s in full)
+    drop = [s for s in quick if s.method == "deq-drop-weak"]
+    assert drop and all(s.group == "mixed" for s in drop)
+
+
+def _fake(spec: RunSpec, final: float, anytime: dict | None = None):
+    summary = {
+        "final_accuracy": final, "model": "m", "parameters": 7436, "commit": "abc",
+        "tier_accuracy": {"strong": final, "weak": final - 0.01}, "simulated_seconds": 3.0,
+        "global_residual": 1e-4, "anytime": anytime or {},
+    }
+    rounds = [dict(r, accuracy=min(r["accuracy"], final), tier_weight={}, client_accuracy={"mean": 0.9, "p10": 0.8})
+              for r in ROUNDS]
+    return spec, summary, rounds
+
+
+def test_report_builds_from_the_store_alone(tmp_path):
+    store = tmp_path / "store"
+    specs = []
+    for seed, (a, b) in enumerate([(0.99, 0.97), (0.985, 0.968), (0.992, 0.972)]):
+        specs += [
+            _fake(RunSpec("E1", "deq", "mnist", seed, ("x",)), a),
+            _fake(RunSpec("E1", "cnn", "mnist", seed, ("y",)), b),
+            _fake(RunSpec("E2", "deq-quality", "mnist", seed, ("z",), "mixed"), a, {"1": 0.5, "4": 0.9, "16": a}),
+        ]
+    for spec, summary, rounds in specs:
+        save_result(store, spec, summary, rounds)
+    results = load_results(store)
+    assert len(results) == 9
+    report = build_report(results, tmp_path / "out", "test report")
+    text = report.read_text()
+    assert "## E1 communication" in text and "## E2 heterogeneity" in text and "## E4 anytime" in text
+    assert "98.90 ± 0.36" in text  # deq final accuracy over 3 seeds
+    assert "deq leads cnn by more than the spread" in text
+    assert (tmp_path / "out" / "results.json").exists()
+    assert (tmp_path / "out" / "e1_mnist_accuracy_vs_mb.png").stat().st_size > 1000
+    assert (tmp_path / "out" / "e4_anytime.png").exists()
+
+
+def test_cli_report_only_and_bad_arguments(tmp_path, capsys):
+    assert main(["reproduce", "--report-only", "--out", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "report.md").exists()
+    assert main(["reproduce", "--only", "E9"]) == 2
+    assert "unknown experiment" in capsys.readouterr().err
+    assert main(["reproduce", "--full", "--out", str(tmp_path / "f")]) == 2
+    assert "--data-dir" in capsys.readouterr().err
