@@ -39,7 +39,7 @@ $(VENV)/.run-installed: pyproject.toml $(VENV)/.torch-installed
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml $(VENV)/.run-installed
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e '.[test,flower]'
 	touch $@
 
 clean:

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import importlib
 
-BENCH_MODULES = ("deqfl.bench.deq_bench", "deqfl.bench.engine_bench")
+BENCH_MODULES = (
+    "deqfl.bench.deq_bench",
+    "deqfl.bench.engine_bench",
+    "deqfl.bench.flower_bench",
+    "deqfl.bench.robustness_bench",
+)
 
 
 def register(subparsers) -> None:

@@ -28,6 +28,14 @@ def register(subparsers) -> None:
     parser.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its last checkpoint")
     parser.add_argument("--data-dir", help="directory (or archive) with the data set's files")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    # --- Flower engines (issue 5) ---
+    parser.add_argument(
+        "--engine", choices=["embedded", "flower-sim", "flower"],
+        help="execution engine (default: experiment.engine, i.e. embedded); see docs/DEPLOYMENT.md",
+    )
+    parser.add_argument("--superlink", metavar="HOST:PORT", help="--engine flower: address of a running SuperLink")
+    parser.add_argument("--root-certificates", metavar="CA.pem", help="--engine flower: the SuperLink's CA certificate (TLS)")
+    # --- end Flower engines ---
     parser.set_defaults(func=run_command)
 
 
@@ -38,6 +46,12 @@ def run_command(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.data_dir:
         overrides.append(f"data.data_dir={_toml_string(args.data_dir)}")
+    if args.engine:
+        overrides.append(f"experiment.engine={_toml_string(args.engine)}")
+    if args.superlink:
+        overrides.append(f"flower.superlink={_toml_string(args.superlink)}")
+    if args.root_certificates:
+        overrides.append(f"flower.root_certificates={_toml_string(str(Path(args.root_certificates).resolve()))}")
     if args.resume:
         if args.config or overrides:
             raise ConfigError("--resume continues a run with its saved config: drop --config, --set and --data-dir")
@@ -65,10 +79,30 @@ def run_command(args: argparse.Namespace) -> int:
                 f"MB {(record['bytes_up'] + record['bytes_down']) / 1e6:.2f}",
             )
 
-        summary = run_experiment(config, out_dir, resume=bool(args.resume), on_round=on_round)
+        summary = _run_on_engine(config, out_dir, bool(args.resume), on_round)
     console.print(summary_table(summary))
     console.print(f"results in {out_dir}")
     return 0
+
+
+def _run_on_engine(config, out_dir: Path, resume: bool, on_round) -> dict:
+    """Run on the config's engine (the Flower engines need the `flower` extra)."""
+    engine = config.experiment.engine
+    if engine == "embedded":
+        from deqfl.experiments.runner import run_experiment  # noqa: PLC0415
+
+        return run_experiment(config, out_dir, resume=resume, on_round=on_round)
+    try:
+        import flwr  # noqa: F401, PLC0415
+    except ModuleNotFoundError:
+        raise ConfigError(f"engine {engine!r} needs Flower: pip install -e '.[flower]'") from None
+    if engine == "flower-sim":
+        from deqfl.engines.flower.simulation import run_flower_simulation  # noqa: PLC0415
+
+        return run_flower_simulation(config, out_dir, resume=resume, on_round=on_round)
+    from deqfl.engines.flower.deployment import run_on_superlink  # noqa: PLC0415
+
+    return run_on_superlink(config, out_dir, resume=resume, on_round=on_round)
 
 
 def summary_table(summary: dict) -> Table:

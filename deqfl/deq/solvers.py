@@ -92,7 +92,8 @@ class SolverStats:
     plain fixed-point step was taken instead.
     backward_fallbacks: 1 when the gradient mode fell back to a cheaper one for this batch
     (IFT with an unconverged forward pass), else 0.
-    abs_trace / rel_trace: (nfe, B) residual after each evaluation, only with trace=True.
+    abs_trace / rel_trace: (nfe, B) residuals of each sample's current returned iterate after
+    every evaluation (frozen once converged), only with trace=True.
     """
 
     iterations: Tensor
@@ -165,7 +166,7 @@ class _Tracker:
     def running(self) -> bool:
         return self.nfe < self.config.max_iter and bool(self.active.any())
 
-    def result(self, shape: torch.Size) -> SolverResult:
+    def result(self, layout: _Flat) -> SolverResult:
         traces = {}
         if self.trace is not None:
             traces = {
@@ -181,26 +182,43 @@ class _Tracker:
             singular=self.singular,
             **traces,
         )
-        return SolverResult(self.best_z.view(shape), stats)
+        return SolverResult(layout.unflat(self.best_z), stats)
 
 
-def _flat(f: Map, shape: torch.Size) -> Map:
-    batch = shape[0]
-    return lambda x: f(x.view(shape)).reshape(batch, -1)
+class _Flat:
+    """Flat (B, d) view of a batch of states, following z0's memory layout: a channels_last
+    4-D state is flattened in NHWC order, so neither flattening nor the cell (which then
+    receives channels_last tensors, the fast path of CPU convolutions) copies. Norms, and so
+    every residual, do not depend on the order."""
+
+    def __init__(self, z0: Tensor) -> None:
+        self.shape = z0.shape
+        self.nhwc = z0.dim() == 4 and z0.shape[1] > 1 and z0.is_contiguous(memory_format=torch.channels_last) and not z0.is_contiguous()
+
+    def flat(self, z: Tensor) -> Tensor:
+        return (z.permute(0, 2, 3, 1) if self.nhwc else z).reshape(self.shape[0], -1)
+
+    def unflat(self, x: Tensor) -> Tensor:
+        if self.nhwc:
+            b, c, h, w = self.shape
+            return x.view(b, h, w, c).permute(0, 3, 1, 2)
+        return x.view(self.shape)
+
+    def map(self, f: Map) -> Map:
+        return lambda x: self.flat(f(self.unflat(x)))
 
 
 @torch.no_grad()
 def fixed_point(f: Map, z0: Tensor, config: SolverConfig, trace: bool = False) -> SolverResult:
     """Damped Picard iteration x_{k+1} = (1 - damping) x_k + damping f(x_k)."""
-    shape, batch = z0.shape, z0.shape[0]
-    fl = _flat(f, shape)
-    x = z0.reshape(batch, -1)
-    tracker = _Tracker(batch, config, trace, x)
+    layout = _Flat(z0)
+    fl, x = layout.map(f), layout.flat(z0)
+    tracker = _Tracker(x.shape[0], config, trace, x)
     while True:
         fx = fl(x)
         tracker.update(x, fx)
         if not tracker.running():
-            return tracker.result(shape)
+            return tracker.result(layout)
         x = fx if config.damping == 1.0 else torch.lerp(x, fx, config.damping)
 
 
@@ -216,12 +234,12 @@ def anderson(f: Map, z0: Tensor, config: SolverConfig, trace: bool = False) -> S
     A sample whose system is singular or gives non-finite weights takes a plain step
     x_{k+1} = f(x_k) instead; such steps are counted in stats.singular.
     """
-    shape, batch = z0.shape, z0.shape[0]
-    fl = _flat(f, shape)
-    x = z0.reshape(batch, -1)
-    m, dim = config.m, x.shape[1]
-    X = x.new_zeros(batch, m, dim)
-    F = x.new_zeros(batch, m, dim)
+    layout = _Flat(z0)
+    fl, x = layout.map(f), layout.flat(z0)
+    batch, dim = x.shape
+    m = config.m
+    X = x.new_empty(batch, m, dim)  # only slots already written are read
+    F = x.new_empty(batch, m, dim)
     tracker = _Tracker(batch, config, trace, x)
     fx = fl(x)
     tracker.update(x, fx)
@@ -254,7 +272,7 @@ def anderson(f: Map, z0: Tensor, config: SolverConfig, trace: bool = False) -> S
         tracker.update(x, fx)
         X[:, k % m], F[:, k % m] = x, fx
         k += 1
-    return tracker.result(shape)
+    return tracker.result(layout)
 
 
 @torch.no_grad()
@@ -268,12 +286,12 @@ def broyden(f: Map, z0: Tensor, config: SolverConfig, trace: bool = False) -> So
     (2 * B * d * max_iter numbers). A near-zero denominator skips that sample's update
     (counted in stats.singular); converged samples stop moving.
     """
-    shape, batch = z0.shape, z0.shape[0]
-    fl = _flat(f, shape)
-    x = z0.reshape(batch, -1)
+    layout = _Flat(z0)
+    fl, x = layout.map(f), layout.flat(z0)
+    batch, dim = x.shape
     slots = max(config.max_iter - 1, 1)
-    U = x.new_zeros(batch, x.shape[1], slots)
-    VT = x.new_zeros(batch, slots, x.shape[1])
+    U = x.new_empty(batch, dim, slots)  # only slots already written are read
+    VT = x.new_empty(batch, slots, dim)
     tracker = _Tracker(batch, config, trace, x)
     fx = fl(x)
     tracker.update(x, fx)
@@ -305,7 +323,7 @@ def broyden(f: Map, z0: Tensor, config: SolverConfig, trace: bool = False) -> So
         x, gx = x_new, g_new
         step = -inv_matvec(gx)
         step = torch.where(torch.isfinite(step), step, gx)
-    return tracker.result(shape)
+    return tracker.result(layout)
 
 
 _SOLVERS = {"anderson": anderson, "fixed_point": fixed_point, "broyden": broyden}

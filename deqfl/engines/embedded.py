@@ -14,6 +14,7 @@ from torch import nn
 
 from deqfl.data import DatasetArrays
 from deqfl.fl.client import train_client
+from deqfl.fl.faults import ClientCrash
 from deqfl.fl.server import ClientJob, ClientReply
 from deqfl.fl.transport import decode_state, encode_state
 from deqfl.models import federated_state
@@ -38,6 +39,9 @@ class EmbeddedEngine:
                 upload = encode_state(update.state, self.transport_dtype)
                 update.state = decode_state(upload, like=self._reference)
                 replies.append(ClientReply(cid, update, bytes_up=len(upload)))
+            except ClientCrash as exc:  # an injected fault (deqfl.fl.faults): no traceback
+                log.warning("client %d crashed: %s", cid, exc)
+                replies.append(ClientReply(cid, None, error=f"{type(exc).__name__}: {exc}"))
             except Exception as exc:  # noqa: BLE001 - a crashing client must not end the run
                 log.exception("client %d crashed", cid)
                 replies.append(ClientReply(cid, None, error=f"{type(exc).__name__}: {exc}"))

@@ -18,7 +18,10 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field
 
 from deqfl.errors import ConfigError
+from deqfl.fl.attacks import AttackConfig
+from deqfl.fl.faults import FaultsConfig
 from deqfl.fl.fusion import FusionConfig
+from deqfl.fl.privacy import PrivacyConfig, check_fusion
 from deqfl.fl.profiles import FleetConfig
 
 
@@ -30,7 +33,11 @@ class ExperimentSection(_Section):
     name: str = Field("default", description="A label for the run, kept in the results.")
     seed: int = Field(0, ge=0, description="Seed of every random choice of the run.")
     rounds: int = Field(20, gt=0, description="Federated rounds.")
-    engine: Literal["embedded"] = Field("embedded", description="Execution engine.")
+    engine: Literal["embedded", "flower-sim", "flower"] = Field(
+        "embedded",
+        description="Execution engine: embedded (in-process), flower-sim (Flower simulation, Ray), "
+        "flower (a running Flower SuperLink, see [flower] and docs/DEPLOYMENT.md).",
+    )
     threads: int = Field(2, gt=0, description="torch intra-op threads (fixed for determinism).")
     checkpoint_every: int = Field(1, ge=0, description="Checkpoint every N rounds (0: never).")
 
@@ -83,6 +90,16 @@ class TransportSection(_Section):
     dtype: Literal["float32", "float16"] = Field("float32", description="Dtype of floating tensors on the wire.")
 
 
+# --- Flower engines (issue 5): settings read only by deqfl.engines.flower ---
+class FlowerSection(_Section):
+    superlink: str | None = Field(None, description="engine=flower: address HOST:PORT of the SuperLink's API (the `--port` of flower-superlink).")
+    root_certificates: str | None = Field(None, description="engine=flower: CA certificate (PEM) of the SuperLink; unset: plain connection (insecure).")
+    round_timeout: float = Field(600.0, gt=0, description="Seconds the server waits for a round's replies; a node silent past it costs that round its update.")
+    connect_timeout: float = Field(120.0, gt=0, description="engine=flower: seconds to wait for SuperNodes hosting every client id before the first round.")
+    client_cpus: float = Field(1.0, gt=0, description="engine=flower-sim: CPUs Ray reserves per virtual client (2 cores: 1 runs two clients at once).")
+# --- end Flower engines ---
+
+
 class ExperimentConfig(_Section):
     experiment: ExperimentSection = Field(default_factory=ExperimentSection)
     data: DataSection = Field(default_factory=DataSection)
@@ -93,6 +110,10 @@ class ExperimentConfig(_Section):
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
     transport: TransportSection = Field(default_factory=TransportSection)
+    flower: FlowerSection = Field(default_factory=FlowerSection)
+    attack: AttackConfig = Field(default_factory=AttackConfig)
+    faults: FaultsConfig = Field(default_factory=FaultsConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
@@ -121,10 +142,30 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def validate_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
     try:
-        return ExperimentConfig.model_validate(raw)
+        config = ExperimentConfig.model_validate(raw)
     except pydantic.ValidationError as exc:
         lines = [_describe(err) for err in exc.errors()]
         raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines)) from None
+    _check_reliability(config, source)
+    return config
+
+
+def _check_reliability(config: ExperimentConfig, source: str) -> None:
+    """Cross-section checks of [attack], [faults] and [privacy] (issue 7)."""
+    n = config.data.num_clients
+    lists = {
+        "attack.clients": config.attack.clients or [],
+        "faults.crash_clients": config.faults.crash_clients,
+        "faults.straggler_clients": config.faults.straggler_clients,
+    }
+    for key, ids in lists.items():
+        bad = [c for c in ids if not 0 <= c < n]
+        if bad:
+            raise ConfigError(f"invalid {source}:\n  {key}: client ids {bad} are not in 0..{n - 1} (data.num_clients={n})")
+    try:
+        check_fusion(config.privacy, config.fusion)
+    except ConfigError as exc:
+        raise ConfigError(f"invalid {source}:\n  {exc}") from None
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -9,12 +9,13 @@ the same final model as an uninterrupted one (same machine and thread count).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -24,13 +25,22 @@ from deqfl.engines.embedded import EmbeddedEngine
 from deqfl.errors import ConfigError
 from deqfl.experiments import results as rf
 from deqfl.experiments.config import ExperimentConfig, validate_config
+from deqfl.fl import privacy as dp
+from deqfl.fl.attacks import malicious_clients
 from deqfl.fl.checkpoint import load_latest_checkpoint, save_checkpoint
 from deqfl.fl.client import ClientData, TrainOptions
 from deqfl.fl.evaluation import anytime_curve, evaluate
 from deqfl.fl.fusion import Fusion
 from deqfl.fl.profiles import TierConfig, assign_tiers, reference_tier
-from deqfl.fl.server import RoundSettings, run_round
-from deqfl.models import build_model, federated_state, find_deq, load_federated_state
+from deqfl.fl.server import Engine, RoundSettings, run_round
+from deqfl.models import (
+    build_model,
+    federated_state,
+    find_deq,
+    load_federated_state,
+    parameter_count,
+    serialized_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +127,10 @@ def _settings(fed: Federation) -> RoundSettings:
             batch_size=c.train.batch_size, proximal_mu=c.train.proximal_mu,
             residual_samples=c.train.residual_samples,
         ),
+        attack=c.attack if c.attack.active else None,
+        malicious=tuple(malicious_clients(c.attack, c.data.num_clients, c.experiment.seed)),
+        faults=c.faults,
+        privacy=c.privacy if c.privacy.enabled else None,
     )
 
 
@@ -174,25 +188,39 @@ def load_run_config(out_dir: Path) -> ExperimentConfig:
     return validate_config(tomllib.loads(path.read_text()), source=str(path))
 
 
+EngineFactory = Callable[[Federation], Engine]
+
+
+def embedded_engine(fed: Federation) -> Engine:
+    return EmbeddedEngine(fed.model, fed.dataset, fed.config.transport.dtype)
+
+
 def run_experiment(
     config: ExperimentConfig,
     out_dir: Path,
     resume: bool = False,
     on_round: RoundCallback | None = None,
     stop_after: int | None = None,
+    engine_factory: EngineFactory = embedded_engine,
 ) -> dict[str, Any]:
     """Run (or resume) the experiment into `out_dir`; returns the summary.
 
+    `engine_factory` builds the engine that runs the clients (default: embedded); every
+    decision stays here and in `deqfl.fl`, so engines differ only in transport.
     `stop_after` ends the run after that round without the final evaluation (as an
     interruption would); used to test resumption.
     """
-    started = time.perf_counter()
     prepare_run_dir(out_dir, config, resume)
-    _attach_log(out_dir)
+    with _run_log(out_dir):
+        return _run(config, out_dir, resume, on_round, stop_after, engine_factory)
+
+
+def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[str, Any]:
+    started = time.perf_counter()
     fed = build_federation(config)
     fusion = Fusion(config.fusion)
     settings = _settings(fed)
-    engine = EmbeddedEngine(fed.model, fed.dataset, config.transport.dtype)
+    engine = engine_factory(fed)
     state = federated_state(fed.model)
     first_round, wall_before = 1, 0.0
     metrics_path = out_dir / "metrics.jsonl"
@@ -259,6 +287,8 @@ def finish(fed: Federation, out_dir: Path, state: dict[str, torch.Tensor], wall:
         "rounds": config.experiment.rounds,
         "num_clients": config.data.num_clients,
         "seed": config.experiment.seed,
+        "parameters": parameter_count(fed.model),
+        "model_bytes": serialized_bytes(fed.model),
         "fusion": config.fusion.model_dump(mode="json"),
         "fleet": {t.name: sum(1 for x in fed.tiers if x.name == t.name) for t in _distinct_tiers(fed.tiers)},
         "final_accuracy": final["accuracy"],
@@ -271,6 +301,8 @@ def finish(fed: Federation, out_dir: Path, state: dict[str, torch.Tensor], wall:
         "bytes_down": sum(r["bytes_down"] for r in records),
         "simulated_seconds": sum(r["simulated_seconds"] for r in records),
         "wall_seconds": wall,
+        "malicious": malicious_clients(config.attack, config.data.num_clients, config.experiment.seed),
+        "privacy": _privacy_summary(config),
         "versions": rf.versions(),
         "commit": rf.git_commit(),
     }
@@ -279,12 +311,29 @@ def finish(fed: Federation, out_dir: Path, state: dict[str, torch.Tensor], wall:
     return summary
 
 
-def _attach_log(out_dir: Path) -> None:
-    root = logging.getLogger("deqfl")
-    path = str(out_dir / "run.log")
-    if any(getattr(h, "baseFilename", None) == str(Path(path).resolve()) for h in root.handlers):
-        return
-    handler = logging.FileHandler(path)
+def _privacy_summary(config: ExperimentConfig) -> dict[str, Any] | None:
+    """The DP settings and the final epsilon (None when DP is off)."""
+    if not config.privacy.enabled:
+        return None
+    return {
+        **config.privacy.model_dump(mode="json"),
+        "sample_rate": dp.sample_rate(config.privacy, config.sampling.fraction),
+        "epsilon": dp.epsilon(config.privacy, config.experiment.rounds, config.sampling.fraction),
+    }
+
+
+@contextlib.contextmanager
+def _run_log(out_dir: Path) -> Iterator[None]:
+    """Log deqfl's messages (rejections, resumes, ...) to `out_dir/run.log` during the run."""
+    logger = logging.getLogger("deqfl")
+    handler = logging.FileHandler(out_dir / "run.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+        handler.close()

@@ -29,7 +29,10 @@ from torch import nn
 
 from deqfl.data import DatasetArrays
 from deqfl.deq.backward import make_backward
+from deqfl.fl.attacks import AttackConfig, attack_generator, flip_labels, tamper_update
 from deqfl.fl.clock import EXPLICIT_STEP_UNITS
+from deqfl.fl.faults import ClientCrash, crash_step
+from deqfl.fl.privacy import PrivacyConfig, privatize_local
 from deqfl.fl.profiles import TierConfig
 from deqfl.fl.update import ClientUpdate
 from deqfl.models import find_deq, federated_state, load_federated_state
@@ -65,6 +68,12 @@ class ClientTask:
     reference_cap: int
     reference_tol: float
     options: TrainOptions
+    attack: AttackConfig | None = None
+    """Set for a malicious client: what it does (`deqfl.fl.attacks`)."""
+    crash_at: float | None = None
+    """Set for an injected crash: the share of local steps done before it raises."""
+    local_dp: PrivacyConfig | None = None
+    """Set under local DP: the client clips and noises its update (`deqfl.fl.privacy`)."""
 
 
 def local_step_count(tier: TierConfig, num_train: int, batch_size: int) -> int:
@@ -108,7 +117,10 @@ def train_client(
     batch_size = tier.batch_size or opts.batch_size
     x_train = dataset.normalise(dataset.x_train[data.train_indices])
     y_train = torch.as_tensor(dataset.y_train[data.train_indices])
+    if task.attack is not None and task.attack.kind == "label-flip":
+        y_train = flip_labels(y_train, dataset.num_classes)
     steps = local_step_count(tier, len(y_train), batch_size)
+    crash = crash_step(task.crash_at, steps)
     generator = torch.Generator().manual_seed(
         int(np.random.default_rng([task.seed, task.round, data.client_id]).integers(2**62))
     )
@@ -122,7 +134,9 @@ def train_client(
     order = torch.randperm(len(y_train), generator=generator)
     cursor = 0
     with budget(model, task.forward_cap, tier.tol, tier):
-        for _ in range(steps):
+        for step in range(steps):
+            if step == crash:
+                raise ClientCrash(f"injected crash of client {data.client_id} at local step {step}/{steps}")
             if cursor + batch_size > len(order) and cursor > 0:
                 order, cursor = torch.randperm(len(y_train), generator=generator), 0
             batch = order[cursor : cursor + batch_size]
@@ -151,7 +165,7 @@ def train_client(
         if deq is not None
         else float(EXPLICIT_STEP_UNITS * samples_seen + len(data.holdout_indices))
     )
-    return ClientUpdate(
+    update = ClientUpdate(
         client_id=data.client_id,
         tier=tier.name,
         state=federated_state(model),
@@ -169,6 +183,12 @@ def train_client(
             "compute_seconds": time.perf_counter() - start,
         },
     )
+    if task.local_dp is not None and task.local_dp.mode == "local":
+        update = privatize_local(update, global_state, task.local_dp, task.seed, task.round)
+    if task.attack is not None:
+        generator = attack_generator(task.seed, task.round, data.client_id)
+        update = tamper_update(update, global_state, task.attack, generator)
+    return update
 
 
 def _holdout(model: nn.Module, dataset: DatasetArrays, data: ClientData, task: ClientTask):

@@ -11,18 +11,29 @@ made here, so every engine gives the same round for the same config and seed:
    straggler and its update is dropped. Crashed clients and stragglers are listed under
    `rejected` with the reason, as are updates that fail validation in the fusion.
 5. The fusion (`deqfl.fl.fusion`) validates and fuses the remaining updates in client order.
+
+Reliability (`deqfl.fl.attacks`, `deqfl.fl.faults`, `deqfl.fl.privacy`): a malicious
+client's task carries its attack, a crashing client's task its crash point; stragglers are
+slowed on the simulated clock. Under central DP, clients are Poisson-sampled and the
+round is fused by `deqfl.fl.privacy.central_fuse`; `epsilon` is reported every round.
+A reply the server cannot use (missing, duplicated, from a client not sampled, with
+malformed fields) is listed under `rejected`, never raised.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 
+from deqfl.fl import privacy as dp
+from deqfl.fl.attacks import AttackConfig
 from deqfl.fl.client import ClientData, ClientTask, TrainOptions, local_step_count
 from deqfl.fl.clock import cap_for_time_budget, device_seconds
+from deqfl.fl.faults import FaultsConfig, crash_at, slowdown
 from deqfl.fl.fusion import Fusion, FusionContext
 from deqfl.fl.profiles import TierConfig
 from deqfl.fl.sampling import sample_round
@@ -65,6 +76,11 @@ class RoundSettings:
     reference_cap: int
     reference_tol: float
     options: TrainOptions
+    attack: AttackConfig | None = None
+    malicious: tuple[int, ...] = ()
+    """The run's malicious client ids (`deqfl.fl.attacks.malicious_clients`)."""
+    faults: FaultsConfig | None = None
+    privacy: dp.PrivacyConfig | None = None
 
 
 @dataclass
@@ -82,30 +98,47 @@ def run_round(
     engine: Engine,
     fusion: Fusion,
 ) -> RoundOutcome:
-    sample = sample_round(
-        tiers, settings.seed, round_number, settings.fraction, settings.min_clients,
-        settings.rule, settings.min_cap,
-    )
+    central = settings.privacy is not None and settings.privacy.mode == "central"
+    if central:
+        sample = dp.poisson_sample(
+            tiers, settings.seed, round_number, settings.fraction, settings.rule, settings.min_cap
+        )
+    else:
+        sample = sample_round(
+            tiers, settings.seed, round_number, settings.fraction, settings.min_clients,
+            settings.rule, settings.min_cap,
+        )
     download = encode_state(global_state, settings.transport_dtype)
     jobs = [
         ClientJob(_task(round_number, clients[cid], tiers[cid], settings, len(download)), clients[cid])
         for cid in sample.selected
     ]
-    replies = sorted(engine.run_clients(jobs, download), key=lambda r: r.client_id)
+    malicious = sorted(set(sample.selected) & set(settings.malicious))
+    replies = engine.run_clients(jobs, download)
     rejected: list[dict[str, Any]] = []
     updates: list[ClientUpdate] = []
     per_client: dict[int, dict[str, Any]] = {}
     simulated: list[float] = []
-    for job, reply in zip(sorted(jobs, key=lambda j: j.data.client_id), replies):
+    for job, reply in _match_replies(jobs, replies, rejected, round_number):
         tier = job.task.tier
         if reply.error is not None or reply.update is None:
             reason = f"client failed: {reply.error}"
             log.warning("round %d: client %d rejected: %s", round_number, reply.client_id, reason)
             rejected.append({"client": reply.client_id, "reason": reason})
             continue
-        seconds = device_seconds(
-            tier, reply.update.metrics.get("work_units", 0.0), len(download), reply.bytes_up
-        )
+        try:
+            if not isinstance(reply.update, ClientUpdate):
+                raise TypeError(f"not a ClientUpdate (got {type(reply.update).__name__})")
+            if reply.update.client_id != reply.client_id:
+                raise ValueError(f"the update claims to be client {reply.update.client_id!r}")
+            seconds = device_seconds(
+                tier, _work_units(reply.update), len(download), _byte_count(reply.bytes_up)
+            ) * slowdown(settings.faults, reply.client_id)
+        except Exception as exc:  # noqa: BLE001 - a malformed reply must not end the round
+            reason = f"malformed reply ({type(exc).__name__}: {str(exc)[:200]})"
+            log.warning("round %d: client %d rejected: %s", round_number, reply.client_id, reason)
+            rejected.append({"client": reply.client_id, "reason": reason})
+            continue
         if settings.deadline_seconds is not None and seconds > settings.deadline_seconds:
             reason = f"straggler: {seconds:.3g} simulated s > deadline {settings.deadline_seconds:g} s"
             log.warning("round %d: client %d dropped: %s", round_number, reply.client_id, reason)
@@ -114,27 +147,34 @@ def run_round(
             continue
         simulated.append(seconds)
         updates.append(reply.update)
+        metrics = reply.update.metrics
         per_client[reply.client_id] = {
             "id": reply.client_id,
             "tier": reply.update.tier,
             "num_examples": reply.update.num_examples,
             "local_steps": reply.update.local_steps,
             "forward_cap": reply.update.forward_cap,
-            "iterations": reply.update.metrics.get("iterations"),
+            "iterations": _number(metrics.get("iterations")),
             "residual": reply.update.residual,
-            "train_loss": reply.update.metrics.get("train_loss"),
+            "train_loss": _number(metrics.get("train_loss")),
             "holdout_loss": reply.update.holdout_loss,
-            "holdout_accuracy": reply.update.metrics.get("holdout_accuracy"),
-            "bytes_up": reply.bytes_up,
+            "holdout_accuracy": _number(metrics.get("holdout_accuracy")),
+            "bytes_up": _byte_count(reply.bytes_up),
             "simulated_seconds": seconds,
-            "compute_seconds": reply.update.metrics.get("compute_seconds"),
+            "compute_seconds": _number(metrics.get("compute_seconds")),
         }
     context = FusionContext(
         round=round_number,
         reference_cap=settings.reference_cap,
         known_num_examples={c.client_id: len(c.train_indices) for c in clients},
     )
-    result = fusion.fuse(global_state, updates, context)
+    if central:
+        expected = settings.fraction * len(dp.eligible_clients(tiers, settings.rule, settings.min_cap))
+        result = dp.central_fuse(
+            global_state, updates, context, fusion.config, settings.privacy, expected, settings.seed
+        )
+    else:
+        result = fusion.fuse(global_state, updates, context)
     rejected.extend(result.rejected)
     for cid, info in per_client.items():
         info["weight"] = result.weights.get(cid, 0.0)
@@ -142,15 +182,74 @@ def run_round(
     record = {
         "round": round_number,
         "bytes_down": len(download) * len(jobs),
-        "bytes_up": sum(r.bytes_up for r in replies),
+        "bytes_up": sum(_byte_count(r.bytes_up) for r in replies if isinstance(r, ClientReply)),
         "clients": [per_client[c] for c in sorted(per_client) if c in result.weights],
-        "rejected": sorted(rejected, key=lambda r: r["client"]),
+        "rejected": sorted(rejected, key=_rejected_order),
         "unavailable": sample.unavailable,
         "adjusted": getattr(result, "adjusted", []),
         "skipped": result.skipped,
         "simulated_seconds": max(simulated, default=0.0),
+        "malicious": malicious,
+        "malicious_weight": sum(result.weights.get(c, 0.0) for c in malicious),
+        "epsilon": dp.epsilon(settings.privacy, round_number, settings.fraction),
     }
     return RoundOutcome(state=result.state, record=record)
+
+
+def _rejected_order(entry: dict[str, Any]) -> tuple[bool, int]:
+    client = entry.get("client")
+    return (client is None, client if isinstance(client, int) else 0)
+
+
+def _work_units(update: ClientUpdate) -> float:
+    """The reported work units, which must be a finite number >= 0 (ValueError otherwise)."""
+    metrics = update.metrics
+    if not isinstance(metrics, dict):
+        raise ValueError(f"metrics must be a dict, got {type(metrics).__name__}")
+    work = metrics.get("work_units", 0.0)
+    if isinstance(work, bool) or not isinstance(work, (int, float)) or not math.isfinite(work) or work < 0:
+        raise ValueError(f"work_units must be a finite number >= 0, got {work!r}")
+    return float(work)
+
+
+def _number(value: object) -> float | None:
+    """A client-reported metric as a float for the results, or None if it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _byte_count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _match_replies(
+    jobs: list[ClientJob], replies: object, rejected: list[dict[str, Any]], round_number: int
+) -> list[tuple[ClientJob, ClientReply]]:
+    """Pair each job with its client's reply, in client-id order. A job without a reply,
+    a reply from a client that was not sampled and every reply of a client that answered
+    twice are listed under `rejected` (an engine's fault, not a reason to stop)."""
+    by_client: dict[int, list[ClientReply]] = {}
+    for reply in replies if isinstance(replies, (list, tuple)) else []:
+        cid = getattr(reply, "client_id", None)
+        if isinstance(reply, ClientReply) and isinstance(cid, int) and not isinstance(cid, bool):
+            by_client.setdefault(cid, []).append(reply)
+        else:
+            rejected.append({"client": None, "reason": f"malformed reply ({type(reply).__name__})"})
+    sampled = {job.data.client_id for job in jobs}
+    for cid in sorted(set(by_client) - sampled):
+        rejected.append({"client": cid, "reason": "reply from a client that was not sampled"})
+    pairs = []
+    for job in sorted(jobs, key=lambda j: j.data.client_id):
+        cid = job.data.client_id
+        got = by_client.get(cid, [])
+        if len(got) == 1:
+            pairs.append((job, got[0]))
+            continue
+        reason = "no reply" if not got else f"{len(got)} replies for one task"
+        log.warning("round %d: client %d rejected: %s", round_number, cid, reason)
+        rejected.append({"client": cid, "reason": reason})
+    return pairs
 
 
 def _task(round_number: int, data: ClientData, tier: TierConfig, s: RoundSettings, payload: int) -> ClientTask:
@@ -162,7 +261,11 @@ def _task(round_number: int, data: ClientData, tier: TierConfig, s: RoundSetting
             tier, samples, min(s.options.residual_samples, len(data.train_indices)),
             s.reference_cap, payload, payload,
         )
+    cid = data.client_id
     return ClientTask(
         round=round_number, seed=s.seed, tier=tier, forward_cap=cap,
         reference_cap=s.reference_cap, reference_tol=s.reference_tol, options=s.options,
+        attack=s.attack if cid in s.malicious else None,
+        crash_at=crash_at(s.faults, s.seed, round_number, cid),
+        local_dp=s.privacy if s.privacy is not None and s.privacy.mode == "local" else None,
     )

@@ -11,12 +11,12 @@ def groups_for(channels: int, preferred: int = 4) -> int:
 
 
 def stem(in_channels: int, channels: int, height: int, width: int) -> nn.Sequential:
-    """conv3x3(in -> channels) + GroupNorm + relu, then 2x2 max-pool when the image is at
-    least 16x16 (28x28 -> 14x14, 32x32 -> 16x16; solving at full resolution costs 4x more)."""
+    """conv3x3(in -> channels) + GroupNorm, then 2x2 max-pool when the image is at least
+    16x16 (28x28 -> 14x14, 32x32 -> 16x16; solving at full resolution costs 4x more).
+    No activation: the injection keeps its sign, and the cell's relu thresholds u + W2 h."""
     layers: list[nn.Module] = [
         nn.Conv2d(in_channels, channels, 3, padding=1),
         nn.GroupNorm(groups_for(channels), channels),
-        nn.ReLU(),
     ]
     if min(height, width) >= 16:
         layers.append(nn.MaxPool2d(2))

@@ -127,3 +127,17 @@ def test_default_classifier_cell_is_contractive_at_initialisation():
     assert float(deq.contraction(model.stem(x)).max()) < 1
     model(x)
     assert bool(deq.last_stats.converged.all())
+
+
+def test_jacobian_regulariser_is_exposed_in_training_only():
+    torch.manual_seed(0)
+    model = build_model("deq-mnist", (1, 8, 8), jac_reg_samples=1)
+    deq = find_deq(model)
+    x = torch.randn(4, 1, 8, 8)
+    model(x)
+    assert deq.jacobian_loss is not None and deq.jacobian_loss.requires_grad and deq.jacobian_loss > 0
+    deq.jacobian_loss.backward()
+    assert deq.cell.conv1.parametrizations.weight.original1.grad is not None
+    model.eval()
+    model(x)
+    assert deq.jacobian_loss is None

@@ -123,3 +123,17 @@ def test_broyden_survives_a_degenerate_update():
 def test_bad_config_is_a_config_error(bad):
     with pytest.raises(ConfigError):
         SolverConfig(**bad)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_channels_last_states_give_the_same_solution(method):
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(3, 4, 5, 6, generator=g, dtype=torch.float64)
+    w = 0.3 * torch.randn(4, 4, 3, 3, generator=g, dtype=torch.float64)
+    f = lambda z: torch.tanh(torch.nn.functional.conv2d(z, w, padding=1) + u)
+    config = SolverConfig(method=method, max_iter=50, tol=1e-10)
+    plain = solve(f, torch.zeros_like(u), config)
+    nhwc = solve(f, torch.zeros_like(u).contiguous(memory_format=torch.channels_last), config)
+    assert nhwc.z.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(plain.z, nhwc.z, atol=1e-9)
+    assert torch.equal(plain.stats.iterations, nhwc.stats.iterations)

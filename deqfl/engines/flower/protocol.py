@@ -1,0 +1,93 @@
+"""What travels between deqfl's server and its Flower ClientApp, and how it is packed.
+
+A train message (`MessageType.TRAIN`) holds one `ConfigRecord` under `"task"`:
+
+- `payload`: the global state exactly as `deqfl.fl.transport.encode_state` serialized it
+  (safetensors bytes, wire dtype applied), so byte counts equal the embedded engine's;
+- `task`: the `ClientTask` (round, seed, tier, forward cap, reference budget, options) as
+  JSON, plus the client id it is meant for;
+- `config`: the resolved experiment config (TOML text) from which the client rebuilds its
+  data set and partition (cached per config digest), and `digest`, that config's SHA-256.
+
+The reply holds a `ConfigRecord` under `"update"`: `payload` (the client's returned state,
+encoded in the wire dtype) and `update` (JSON of the `ClientUpdate` fields but the state).
+A query message (`MessageType.QUERY`) asks a node which client id it hosts; the reply's
+`"node"` record carries `partition-id`, `num-partitions` and, if set, `tier`.
+Errors travel as Flower error replies; the engine turns them into rejected clients.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from typing import Any
+
+from flwr.app import ConfigRecord, RecordDict
+from pydantic import BaseModel
+
+from deqfl.fl.client import ClientTask
+from deqfl.fl.update import ClientUpdate
+
+TASK_KEY = "task"
+UPDATE_KEY = "update"
+NODE_KEY = "node"
+PARTITION_ID = "partition-id"
+NUM_PARTITIONS = "num-partitions"
+TIER = "tier"
+DATA_DIR = "data-dir"
+
+
+def config_digest(config_toml: str) -> str:
+    return hashlib.sha256(config_toml.encode()).hexdigest()
+
+
+def task_to_json(task: ClientTask) -> str:
+    """Every `ClientTask` field, generically (pydantic models and dataclasses as dicts), so
+    fields added to the task later travel without touching this module."""
+    return json.dumps({f.name: _plain(getattr(task, f.name)) for f in dataclasses.fields(ClientTask)})
+
+
+def task_from_json(text: str) -> ClientTask:
+    raw = json.loads(text)
+    hints = typing.get_type_hints(ClientTask)
+    return ClientTask(**{name: _typed(hints[name], value) for name, value in raw.items()})
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
+
+
+def _typed(annotation: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    candidates = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    for kind in candidates:
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            return kind.model_validate(value)
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            return kind(**value)
+    return value
+
+
+def task_record(client_id: int, task: ClientTask, download: bytes, config_toml: str, digest: str) -> RecordDict:
+    return RecordDict({TASK_KEY: ConfigRecord({
+        "client-id": client_id, "payload": download, "task": task_to_json(task),
+        "config": config_toml, "digest": digest,
+    })})
+
+
+def update_record(update: ClientUpdate, upload: bytes) -> RecordDict:
+    fields = {f.name: getattr(update, f.name) for f in dataclasses.fields(update) if f.name != "state"}
+    return RecordDict({UPDATE_KEY: ConfigRecord({"payload": upload, "update": json.dumps(fields)})})
+
+
+def update_from_record(content: RecordDict) -> tuple[dict[str, Any], bytes]:
+    """The update's fields (all but the state) and the uploaded payload."""
+    record = content.config_records[UPDATE_KEY]
+    return json.loads(str(record["update"])), bytes(record["payload"])  # type: ignore[arg-type]
