@@ -4,7 +4,8 @@ Figures (written as JSON with `--out`):
 - `compute_fraction`: clients' measured training seconds over the round's wall time with
   evaluation excluded (embedded engine, 10 clients a round); `eval_seconds` beside it.
 - `peak_rss_mb`: peak resident memory of a fresh process running 2 rounds with 100 and
-  with 1000 registered clients, 10 sampled a round (`rss_ratio_1000_over_100`).
+  with 1000 registered clients, 10 sampled a round (`rss_ratio_1000_over_100`), and
+  `final_rss_mb`, its resident memory after the rounds.
 - `deq_over_cnn_round_seconds`: mean training wall time of a round of the default fleet
   with the DEQ classifier over that with the explicit CNN, same clients, same local work.
 """
@@ -61,7 +62,18 @@ def rss_child(num_clients: int, data_dir: str | None) -> None:
             ]),
             Path(tmp),
         )
-    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "final_rss_mb": _current_rss_mb(),
+    }))
+
+
+def _current_rss_mb() -> float:
+    """Resident memory now (VmRSS), after the rounds: the peak is often the data load."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def main(args) -> int:
@@ -81,14 +93,17 @@ def main(args) -> int:
     figures["deq_accuracy"] = deq[-1]["accuracy"]
     figures["cnn_accuracy"] = cnn[-1]["accuracy"]
     figures["deq_mean_iterations"] = sum(c["iterations"] for c in deq[-1]["clients"]) / len(deq[-1]["clients"])
-    rss = {}
+    rss, final_rss = {}, {}
     for n in (100, 1000):
         cmd = [sys.executable, "-m", "deqfl.bench.engine_bench", "--rss-child", str(n)]
         if args.data_dir:
             cmd += ["--data-dir", args.data_dir]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        rss[str(n)] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+        child = json.loads(out.stdout.strip().splitlines()[-1])
+        rss[str(n)] = child["peak_rss_mb"]
+        final_rss[str(n)] = child["final_rss_mb"]
     figures["peak_rss_mb"] = rss
+    figures["final_rss_mb"] = final_rss
     figures["rss_ratio_1000_over_100"] = rss["1000"] / rss["100"]
     table = Table(title="deqfl bench engine")
     table.add_column("figure")

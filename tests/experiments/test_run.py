@@ -14,7 +14,7 @@ from deqfl.experiments.runner import run_experiment
 
 SMALL = [
     "data.dataset=digits", "data.num_clients=6", "data.alpha=1.0", "data.eval_subset=0",
-    "experiment.rounds=2", "sampling.fraction=1.0", "train.batch_size=16",
+    "experiment.rounds=2", "experiment.threads=1", "sampling.fraction=1.0", "train.batch_size=16",
     "evaluation.anytime_every=1", "evaluation.anytime_budgets=[1, 4, 16]",
 ]
 
