@@ -5,7 +5,7 @@ Each benchmark module exposes `register_bench(bench_subparsers)`.
 
 from __future__ import annotations
 
-import importlib
+from deqfl.cli.main import import_optional
 
 BENCH_MODULES = (
     "deqfl.bench.deq_bench",
@@ -19,10 +19,6 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("bench", help="benchmarks (print figures, write JSON)")
     benches = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
     for name in BENCH_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register_bench(benches)
+        module = import_optional(name)
+        if module is not None:
+            module.register_bench(benches)

@@ -32,14 +32,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"deqfl {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(subparsers)
+        module = import_optional(name)
+        if module is not None:
+            module.register(subparsers)
     return parser
+
+
+def import_optional(name: str):
+    """The module `name`, or None when that module itself does not exist (an error inside
+    it is raised)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
