@@ -186,7 +186,7 @@ def run_round(
         "clients": [per_client[c] for c in sorted(per_client) if c in result.weights],
         "rejected": sorted(rejected, key=_rejected_order),
         "unavailable": sample.unavailable,
-        "adjusted": getattr(result, "adjusted", []),
+        "adjusted": result.adjusted,
         "skipped": result.skipped,
         "simulated_seconds": max(simulated, default=0.0),
         "malicious": malicious,
