@@ -27,7 +27,6 @@ most 2 points under a robust rule.
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +34,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from deqfl.experiments.results import json_safe
 
 ATTACKS: dict[str, tuple[float, list[str]]] = {
     "none": (0.0, ["attack.kind=none"]),
@@ -208,7 +209,7 @@ def main(args) -> int:
         "seconds": time.perf_counter() - started,
     }
     if args.out:
-        args.out.write_text(json.dumps(_safe(report), indent=2, allow_nan=False, default=str))
+        args.out.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False, default=str))
     return 0
 
 
@@ -217,13 +218,3 @@ def _cell(row: dict[str, Any] | None) -> str:
         return "-"
     mark = "" if row["finite"] else " (non-finite)"
     return f"{100 * row['final_accuracy']:.2f}{mark}"
-
-
-def _safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_safe(v) for v in value]
-    return value
