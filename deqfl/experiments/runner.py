@@ -67,12 +67,7 @@ def build_federation(config: ExperimentConfig) -> Federation:
     exp, data = config.experiment, config.data
     torch.set_num_threads(exp.threads)
     dataset = load_dataset(data.dataset, data_dir=data.data_dir, cache_dir=data.cache_dir)
-    train_rows = len(dataset.y_train) if data.train_subset == 0 else min(data.train_subset, len(dataset.y_train))
-    labels = dataset.y_train[:train_rows]
-    parts = partition_indices(
-        labels, data.num_clients, data.partition, exp.seed, **_partition_params(config)
-    )
-    clients = [_split_holdout(cid, idx, data.holdout_fraction, exp.seed) for cid, idx in enumerate(parts)]
+    clients = client_partition(config, dataset)
     tiers = assign_tiers(data.num_clients, config.fleet.resolved_tiers(), exp.seed)
     torch.manual_seed(exp.seed)
     model = build_model(
@@ -90,6 +85,17 @@ def build_federation(config: ExperimentConfig) -> Federation:
         config, dataset, clients, tiers, reference_tier(config.fleet.resolved_tiers()), model,
         x_eval, y_eval, x_test, y_test,
     )
+
+
+def client_partition(config: ExperimentConfig, dataset: DatasetArrays) -> list[ClientData]:
+    """Every client's training and held-back rows, as the config's partition and seed make
+    them: the server and every deployed device compute the same split from the config."""
+    data, seed = config.data, config.experiment.seed
+    rows = len(dataset.y_train) if data.train_subset == 0 else min(data.train_subset, len(dataset.y_train))
+    parts = partition_indices(
+        dataset.y_train[:rows], data.num_clients, data.partition, seed, **_partition_params(config)
+    )
+    return [_split_holdout(cid, idx, data.holdout_fraction, seed) for cid, idx in enumerate(parts)]
 
 
 def _partition_params(config: ExperimentConfig) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from deqfl.data import DatasetArrays, load_dataset, partition_indices
+from deqfl.data import DatasetArrays, load_dataset
 from deqfl.engines.flower import protocol as P
 from deqfl.experiments.config import ExperimentConfig, validate_config
 from deqfl.fl.client import ClientData, train_client
@@ -135,15 +135,11 @@ def _client_data(device: _Device, digest: str, client_id: int) -> ClientData:
 
 
 def _partition_arrays(config: ExperimentConfig, dataset: DatasetArrays) -> dict[str, np.ndarray]:
-    # The runner's own partition helpers, so that the rows are identical to the server's.
-    from deqfl.experiments.runner import _partition_params, _split_holdout  # noqa: PLC0415
+    # The runner's own partition, so that the rows are identical to the server's.
+    from deqfl.experiments.runner import client_partition  # noqa: PLC0415
 
-    data, seed = config.data, config.experiment.seed
-    rows = len(dataset.y_train) if data.train_subset == 0 else min(data.train_subset, len(dataset.y_train))
-    parts = partition_indices(dataset.y_train[:rows], data.num_clients, data.partition, seed, **_partition_params(config))
     arrays = {}
-    for cid, idx in enumerate(parts):
-        client = _split_holdout(cid, idx, data.holdout_fraction, seed)
-        arrays[f"train_{cid}"] = client.train_indices
-        arrays[f"holdout_{cid}"] = client.holdout_indices
+    for client in client_partition(config, dataset):
+        arrays[f"train_{client.client_id}"] = client.train_indices
+        arrays[f"holdout_{client.client_id}"] = client.holdout_indices
     return arrays
