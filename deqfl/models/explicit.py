@@ -52,16 +52,25 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """stem conv3x3 + GN + relu, one basic block per width (stride 2 from the second on),
-    global average pool, linear."""
+    """stem conv3x3 + GN + relu + maxpool2, one basic block per width (stride 2 from the
+    second on), average pool to a `pool` x `pool` map, linear.
 
-    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, widths: tuple[int, ...]):
+    The spatial pooled head matters at these depths: with a global average pool (pool=1)
+    the two-block MNIST ResNet reached 25-38% after 94 SGD steps on 3,000 MNIST digits,
+    where this head reached 90% and cnn-small 92% (lr 0.03, momentum 0.9)."""
+
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, widths: tuple[int, ...], pool: int = 4):
         super().__init__()
         c = input_shape[0]
-        self.stem = nn.Sequential(nn.Conv2d(c, widths[0], 3, padding=1, bias=False), nn.GroupNorm(groups_for(widths[0]), widths[0]), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(c, widths[0], 3, padding=1, bias=False), nn.GroupNorm(groups_for(widths[0]), widths[0]),
+            nn.ReLU(), nn.MaxPool2d(2),
+        )
         blocks = [BasicBlock(widths[max(i - 1, 0)], wd, 1 if i == 0 else 2) for i, wd in enumerate(widths)]
         self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], num_classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(pool), nn.Flatten(), nn.Linear(widths[-1] * pool * pool, num_classes)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.blocks(self.stem(x)))

@@ -136,10 +136,10 @@ def cnn_large(input_shape, num_classes, widths=(32, 64), hidden=128):
 
 
 @register_model("resnet-small")
-def resnet_small(input_shape, num_classes, widths=(16, 32)):
-    return ResNet(input_shape, num_classes, tuple(widths))
+def resnet_small(input_shape, num_classes, widths=(16, 32), pool=4):
+    return ResNet(input_shape, num_classes, tuple(widths), pool)
 
 
 @register_model("resnet-large")
-def resnet_large(input_shape, num_classes, widths=(32, 64, 128)):
-    return ResNet(input_shape, num_classes, tuple(widths))
+def resnet_large(input_shape, num_classes, widths=(32, 64, 128), pool=4):
+    return ResNet(input_shape, num_classes, tuple(widths), pool)
