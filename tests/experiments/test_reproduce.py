@@ -8,7 +8,8 @@ from deqfl.cli.main import main
 from deqfl.experiments.reproduce.analysis import mb_to_target, rounds_to_target, stat, within_spread
 from deqfl.experiments.reproduce.report import build_report
 from deqfl.experiments.reproduce.store import load_results, save_result
-from deqfl.experiments.reproduce.suite import FULL, QUICK, RunSpec, build_suite
+from deqfl.experiments.reproduce.runner import _claim
+from deqfl.experiments.reproduce.suite import FULL, LEARNING_RATES, QUICK, SWEEP_LRS, WEAK_CAP, RunSpec, build_suite
 
 ROUNDS = [
     {"round": 1, "accuracy": 0.90, "bytes_up": 1_000_000, "bytes_down": 500_000},
@@ -51,6 +52,35 @@ def test_suite_is_well_formed():
     assert drop and all(s.group == "mixed" for s in drop)
 
 
+def test_full_suite_sweeps_first_then_runs_whole_experiments_with_the_chosen_rates():
+    full = build_suite(FULL)
+    tables = [(s.experiment, s.dataset) for s in full]
+    assert tables == sorted(tables, key=lambda t: (t[0] != "T0", t[0] == "E3"))  # sweep, E1/E2, then E3
+    starts = {t: tables.index(t) for t in dict.fromkeys(tables)}
+    assert starts[("E1", "fashion-mnist")] > starts[("E2", "mnist")]  # a data set's headline tables together
+    for table, first in starts.items():  # every seed of a table before the next table
+        assert all(t == table for t in tables[first:first + tables.count(table)])
+    sweep = [s for s in full if s.experiment == "T0"]
+    assert len(sweep) == 4 * len(SWEEP_LRS) and {s.seed for s in sweep}.isdisjoint(FULL.seeds)
+    for spec in full:
+        if spec.experiment != "T0":
+            model = next(o.split("=", 1)[1] for o in spec.overrides if o.startswith("model.name="))
+            assert f"train.lr={LEARNING_RATES[model]}" in spec.overrides
+    mixed = next(s for s in full if s.experiment == "E2" and s.group == "mixed")
+    assert f"max_iter={WEAK_CAP}" in next(o for o in mixed.overrides if o.startswith("fleet.tiers="))
+
+
+def test_a_claimed_run_is_skipped_by_another_worker_until_released(tmp_path):
+    lock = tmp_path / "runs" / "r.lock"
+    with _claim(lock) as first:
+        assert first
+        # flock is per open file description: a second open (as another worker's) fails
+        with _claim(lock) as second:
+            assert not second
+    with _claim(lock) as again:
+        assert again
+
+
 def _fake(spec: RunSpec, final: float, anytime: dict | None = None):
     summary = {
         "final_accuracy": final, "model": "m", "parameters": 7436, "commit": "abc",
@@ -83,6 +113,18 @@ def test_report_builds_from_the_store_alone(tmp_path):
     assert (tmp_path / "out" / "results.json").exists()
     assert (tmp_path / "out" / "e1_mnist_accuracy_vs_mb.png").stat().st_size > 1000
     assert (tmp_path / "out" / "e4_anytime.png").exists()
+
+
+def test_report_shows_the_learning_rate_sweep(tmp_path):
+    store = tmp_path / "store"
+    for lr, held in ((0.01, 0.91), (0.1, 0.95)):
+        spec, summary, rounds = _fake(RunSpec("T0", "deq", "mnist", 100, (str(lr),), f"lr={lr:g}"), 0.9)
+        rounds[-1]["client_accuracy"] = {"mean": held, "p10": held}
+        save_result(store, spec, dict(summary, model="deq-mnist"), rounds)
+    text = build_report(load_results(store), tmp_path / "out", "t").read_text()
+    assert "## T0 learning-rate sweep" in text
+    row = next(line for line in text.splitlines() if line.startswith("| deq-mnist"))
+    assert "91.00 / 90.00" in row and "95.00 / 90.00" in row and "| 0.1 |" in row
 
 
 def test_cli_report_only_and_bad_arguments(tmp_path, capsys):

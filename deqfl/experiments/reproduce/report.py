@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from deqfl.experiments.reproduce.analysis import Stat, mb_to_target, rounds_to_target, stat, within_spread  # noqa: E402
-from deqfl.experiments.reproduce.suite import TARGETS  # noqa: E402
+from deqfl.experiments.reproduce.suite import LEARNING_RATES, TARGETS  # noqa: E402
 from deqfl.experiments.results import atomic_write_text, json_safe  # noqa: E402
 
 Group = dict[tuple, list[dict[str, Any]]]
@@ -53,6 +53,32 @@ def _verdict(named: dict[str, Stat], what: str, higher_is_better: bool = True) -
 
 def _final(runs: list[dict[str, Any]]) -> Stat:
     return stat([r["summary"]["final_accuracy"] for r in runs])
+
+
+def section_t0(results: list[dict[str, Any]], out: Path) -> list[str]:
+    """The learning-rate sweep: per model, the clients' held-back accuracy (training-side
+    data) and the test accuracy at each rate, the sweep's best rate and the one in use."""
+    groups = _group(results, "T0", ("method", "group"))
+    if not groups:
+        return []
+    lines = ["## T0 learning-rate sweep (MNIST, FedAvg, homogeneous devices, one seed)", "",
+             "Chosen by the clients' held-back accuracy, never by the test set.", ""]
+    by_model: dict[str, dict[float, dict[str, Any]]] = defaultdict(dict)
+    for (_, group), runs in groups.items():
+        run = runs[0]
+        by_model[run["summary"]["model"]][float(group.removeprefix("lr="))] = run
+    rates = sorted({lr for runs in by_model.values() for lr in runs})
+    rows = []
+    for model, runs in by_model.items():
+        held = {lr: (r["rounds"][-1].get("client_accuracy") or {}).get("mean") for lr, r in runs.items()}
+        best = max((lr for lr in held if held[lr] is not None), key=lambda lr: held[lr], default=None)
+        cells = [
+            f"{100 * held[lr]:.2f} / {100 * runs[lr]['summary']['final_accuracy']:.2f}" if lr in runs and held[lr] is not None
+            else "n/a" for lr in rates
+        ]
+        rows.append([model, *cells, f"{best:g}" if best is not None else "n/a", f"{LEARNING_RATES.get(model, 'n/a')}"])
+    lines += _table(["model", *[f"lr {lr:g}: held-back / test (%)" for lr in rates], "best", "in use"], rows)
+    return lines
 
 
 def section_e1(results: list[dict[str, Any]], out: Path) -> list[str]:
@@ -202,7 +228,7 @@ def build_report(results: list[dict[str, Any]], out: Path, title: str, preamble:
         f"{len(results)} runs; seeds {seeds}; code commits {commits}. Values are mean ± sample "
         "standard deviation over seeds; the `seeds` column says how many each row rests on.", "",
     ]
-    for section in (section_e1, section_e2, section_e3, section_e4):
+    for section in (section_t0, section_e1, section_e2, section_e3, section_e4):
         lines += section(results, out)
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines))
