@@ -117,11 +117,14 @@ def test_report_builds_from_the_store_alone(tmp_path):
 
 def test_report_shows_the_learning_rate_sweep(tmp_path):
     store = tmp_path / "store"
+    sweep = {s.group: s for s in build_suite(FULL, only=("T0",)) if s.method == "deq"}
     for lr, held in ((0.01, 0.91), (0.1, 0.95)):
-        spec, summary, rounds = _fake(RunSpec("T0", "deq", "mnist", 100, (str(lr),), f"lr={lr:g}"), 0.9)
+        spec, summary, rounds = _fake(sweep[f"lr={lr:g}"], 0.9)
         rounds[-1]["client_accuracy"] = {"mean": held, "p10": held}
         save_result(store, spec, dict(summary, model="deq-mnist"), rounds)
-    text = build_report(load_results(store), tmp_path / "out", "t").read_text()
+    # the CLI's default selection includes the sweep
+    assert main(["reproduce", "--full", "--report-only", "--store", str(store), "--out", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "report.md").read_text()
     assert "## T0 learning-rate sweep" in text
     row = next(line for line in text.splitlines() if line.startswith("| deq-mnist"))
     assert "91.00 / 90.00" in row and "95.00 / 90.00" in row and "| 0.1 |" in row
