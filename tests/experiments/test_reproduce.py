@@ -87,7 +87,8 @@ def _fake(spec: RunSpec, final: float, anytime: dict | None = None):
         "tier_accuracy": {"strong": final, "weak": final - 0.01}, "simulated_seconds": 3.0,
         "global_residual": 1e-4, "anytime": anytime or {},
     }
-    rounds = [dict(r, accuracy=min(r["accuracy"], final), tier_weight={}, client_accuracy={"mean": 0.9, "p10": 0.8})
+    clients = [{"tier": "strong", "weight": 0.6}, {"tier": "weak", "weight": 0.4}]
+    rounds = [dict(r, accuracy=min(r["accuracy"], final), clients=clients, client_accuracy={"mean": 0.9, "p10": 0.8})
               for r in ROUNDS]
     return spec, summary, rounds
 
@@ -110,6 +111,8 @@ def test_report_builds_from_the_store_alone(tmp_path):
     assert "## E1 communication" in text and "## E2 heterogeneity" in text and "## E4 anytime" in text
     assert "98.90 ± 0.36" in text  # deq final accuracy over 3 seeds
     assert "deq leads cnn by more than the spread" in text
+    e2_row = next(line for line in text.splitlines() if line.startswith("| deq-quality"))
+    assert "| 90.00 ± 0.00 / 80.00 ± 0.00 | 40.0 ± 0.0 |" in e2_row  # client mean / p10, weak tier's weight
     assert (tmp_path / "out" / "results.json").exists()
     assert (tmp_path / "out" / "e1_mnist_accuracy_vs_mb.png").stat().st_size > 1000
     assert (tmp_path / "out" / "e4_anytime.png").exists()

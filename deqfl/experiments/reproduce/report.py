@@ -130,21 +130,37 @@ def section_e2(results: list[dict[str, Any]], out: Path) -> list[str]:
         tier_text = ", ".join(
             f"{t} {stat([r['summary']['tier_accuracy'].get(t) for r in runs]).format(100)}" for t in tiers
         )
-        p10 = stat([(r["rounds"][-1].get("client_accuracy") or {}).get("p10") for r in runs])
+        clients = [(r["rounds"][-1].get("client_accuracy") or {}) for r in runs]
+        client_text = (f"{stat([c.get('mean') for c in clients]).format(100)} / "
+                       f"{stat([c.get('p10') for c in clients]).format(100)}")
         sim = stat([r["summary"]["simulated_seconds"] / max(1, len(r["rounds"])) for r in runs])
+        weak_share = stat([w for w in (_weak_share(r["rounds"]) for r in runs) if w is not None])
         finals[(dataset, fleet)][method] = _final(runs)
         tables[(dataset, fleet)].append([
-            method, finals[(dataset, fleet)][method].format(100), tier_text, p10.format(100),
-            sim.format(digits=3), str(len(runs)),
+            method, finals[(dataset, fleet)][method].format(100), tier_text, client_text,
+            weak_share.format(100, 1), sim.format(digits=3), str(len(runs)),
         ])
     for (dataset, fleet), rows in tables.items():
         lines += [f"### {dataset}, fleet {fleet}", ""]
         lines += _table(["method", "final accuracy (%)", "accuracy at each tier's budget (%)",
-                         "client held-back accuracy p10 (%)", "simulated s / round", "seeds"], rows)
+                         "client held-back accuracy mean / p10 (%)", "weak tier's fusion weight (%)",
+                         "simulated s / round", "seeds"], rows)
         verdict = _verdict(finals[(dataset, fleet)], "final accuracy")
         if verdict:
             lines += [verdict, ""]
     return lines
+
+
+def _weak_share(rounds: list[dict[str, Any]]) -> float | None:
+    """Mean over rounds (with any weak client fused) of the weak tier's share of the fusion
+    weight; None when no weak client was ever fused."""
+    shares = []
+    for row in rounds:
+        weights = row.get("tier_weight") or {}
+        total = sum(weights.values())
+        if "weak" in weights and total > 0:
+            shares.append(weights["weak"] / total)
+    return sum(shares) / len(shares) if shares else None
 
 
 def section_e3(results: list[dict[str, Any]], out: Path) -> list[str]:
@@ -221,12 +237,16 @@ def build_report(results: list[dict[str, Any]], out: Path, title: str, preamble:
     out.mkdir(parents=True, exist_ok=True)
     seeds = sorted({r["seed"] for r in results})
     commits = sorted({str(r["summary"].get("commit")) for r in results})
+    dates = sorted(r.get("date", "") for r in results)
+    machines = sorted({r.get("machine", "unknown") for r in results})
     lines = [f"# {title}", ""]
     if preamble:
         lines += [preamble, ""]
     lines += [
-        f"{len(results)} runs; seeds {seeds}; code commits {commits}. Values are mean ± sample "
-        "standard deviation over seeds; the `seeds` column says how many each row rests on.", "",
+        f"{len(results)} runs; seeds {seeds}; code commits {commits}; finished "
+        f"{dates[0] if dates else 'n/a'} to {dates[-1] if dates else 'n/a'} on {', '.join(machines) or 'n/a'}. "
+        "Values are mean ± sample standard deviation over seeds; the `seeds` column says how many "
+        "each row rests on.", "",
     ]
     for section in (section_t0, section_e1, section_e2, section_e3, section_e4):
         lines += section(results, out)
