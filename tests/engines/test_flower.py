@@ -77,6 +77,20 @@ def test_flower_sim_matches_embedded(flower_env):
     assert [(r["bytes_up"], r["bytes_down"], r["rejected"]) for r in emb] == [(r["bytes_up"], r["bytes_down"], r["rejected"]) for r in sim]
 
 
+def test_flower_sim_carries_attacks_and_crashes(flower_env):
+    """A scaling attacker and a crashing client act on the Flower simulation exactly as on
+    the embedded engine: same rejected clients, same malicious weight, same final model."""
+    tmp = flower_env
+    extra = ("experiment.rounds=1", "attack.kind=scale", "attack.clients=[1]", "faults.crash_clients=[2]")
+    run_experiment(_config(tmp, 4, *extra), tmp / "embedded")
+    run_flower_simulation(_config(tmp, 4, 'experiment.engine="flower-sim"', *extra), tmp / "sim")
+    (emb,), (sim,) = read_jsonl(tmp / "embedded" / "metrics.jsonl"), read_jsonl(tmp / "sim" / "metrics.jsonl")
+    assert [r["client"] for r in emb["rejected"]] == [r["client"] for r in sim["rejected"]] == [2]
+    assert emb["malicious"] == sim["malicious"] == [1]
+    assert emb["malicious_weight"] == pytest.approx(sim["malicious_weight"]) and emb["malicious_weight"] > 0
+    assert _max_diff(tmp / "embedded", tmp / "sim") <= 1e-5
+
+
 def _stopped(fleet: Fleet, pids: list[int]) -> bool:
     return all(p.poll() is not None for p in fleet.procs.values()) and not any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in pids)
 

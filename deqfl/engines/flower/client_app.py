@@ -22,13 +22,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 
 from deqfl.data import DatasetArrays, load_dataset
 from deqfl.engines.flower import protocol as P
 from deqfl.experiments.config import ExperimentConfig, validate_config
 from deqfl.fl.client import ClientData, train_client
+from deqfl.fl.faults import ClientCrash
 from deqfl.fl.transport import decode_state, encode_state
 from deqfl.models import build_model, federated_state
 
@@ -81,7 +83,10 @@ def train(message: Message, context: Context) -> Message:
     torch.set_num_threads(device.config.experiment.threads)
     data = _client_data(device, str(record["digest"]), client_id)
     received = decode_state(bytes(record["payload"]), like=device.reference)  # type: ignore[arg-type]
-    update = train_client(device.model, received, task, device.dataset, data)
+    try:
+        update = train_client(device.model, received, task, device.dataset, data)
+    except ClientCrash as exc:  # an injected fault (deqfl.fl.faults): a plain error reply, no traceback
+        return Message(error=Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, str(exc)), reply_to=message)
     upload = encode_state(update.state, device.config.transport.dtype)
     return Message(P.update_record(update, upload), reply_to=message)
 

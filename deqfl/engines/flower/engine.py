@@ -57,7 +57,8 @@ class GridEngine:
     def refresh_nodes(self, needed: set[int]) -> None:
         """Query nodes not seen yet; on the first round wait (up to `connect_timeout`) for
         nodes hosting every client id in `needed`."""
-        deadline = time.monotonic() + (self.connect_timeout if self._first else 0.0)
+        connecting = self._first
+        deadline = time.monotonic() + (self.connect_timeout if connecting else 0.0)
         self._first = False
         while True:
             online = set(self.grid.get_node_ids())
@@ -66,24 +67,30 @@ class GridEngine:
             self._asked &= online
             fresh = sorted(online - self._asked)
             if fresh:
-                self._query(fresh)
+                answered = self._query(fresh)
+                # while connecting, a node that errs or stays silent (its ClientApp still
+                # starting on a loaded machine, past the query's TTL) is asked again; after
+                # that every node is asked once (one that reconnects gets a new node id)
+                self._asked.update(answered if connecting and time.monotonic() < deadline else fresh)
             if needed <= set(self.node_of) or time.monotonic() >= deadline:
                 return
             time.sleep(0.5)
 
-    def _query(self, nodes: list[int]) -> None:
+    def _query(self, nodes: list[int]) -> set[int]:
+        """Ask `nodes` which client they host; returns the nodes that answered."""
         messages = [
             Message(RecordDict({P.NODE_KEY: ConfigRecord({"ask": "partition-id"})}), dst_node_id=n,
                     message_type=MessageType.QUERY, ttl=self.query_timeout)
             for n in nodes
         ]
-        self._asked.update(nodes)  # asked once; a node that reconnects gets a new node id
+        answered: set[int] = set()
         for reply in self._exchange(messages, self.query_timeout):
             node = reply.metadata.src_node_id
             if reply.has_error() or P.NODE_KEY not in reply.content.config_records:
                 log.warning("node %d did not say which client it hosts: %s", node,
                             reply.error.reason if reply.has_error() else "no node record")
                 continue
+            answered.add(node)
             record = reply.content.config_records[P.NODE_KEY]
             if P.PARTITION_ID not in record:
                 log.warning("node %d has no partition-id in its node config", node)
@@ -95,6 +102,7 @@ class GridEngine:
                 log.warning("client %d is hosted by nodes %d and %d; keeping %d", cid, self.node_of[cid], node, self.node_of[cid])
             else:
                 self.node_of[cid] = node
+        return answered
 
     def _exchange(self, messages: list[Message], timeout: float) -> list[Message]:
         """Push, then pull replies every PULL_INTERVAL until all arrived or `timeout`."""
