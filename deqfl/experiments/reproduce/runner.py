@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ def run_suite(
     store: Path,
     out: Path,
     data_dirs: dict[str, str],
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = functools.partial(print, flush=True),
 ) -> list[dict]:
     todo = [s for s in specs if not result_path(store, s).exists()]
     log(f"{len(specs)} runs in the suite, {len(specs) - len(todo)} already stored in {store}, {len(todo)} to run")
