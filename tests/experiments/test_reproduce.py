@@ -111,6 +111,7 @@ def test_report_builds_from_the_store_alone(tmp_path):
     assert "## E1 communication" in text and "## E2 heterogeneity" in text and "## E4 anytime" in text
     assert "98.90 ± 0.36" in text  # deq final accuracy over 3 seeds
     assert "deq leads cnn by more than the spread" in text
+    assert "- deq against cnn: final accuracy +1.90 pt (outside the spread); MB to target: only deq reached it" in text
     e2_row = next(line for line in text.splitlines() if line.startswith("| deq-quality"))
     assert "| 90.00 ± 0.00 / 80.00 ± 0.00 | 40.0 ± 0.0 |" in e2_row  # client mean / p10, weak tier's weight
     assert (tmp_path / "out" / "results.json").exists()
@@ -140,3 +141,14 @@ def test_cli_report_only_and_bad_arguments(tmp_path, capsys):
     assert "unknown experiment" in capsys.readouterr().err
     assert main(["reproduce", "--full", "--out", str(tmp_path / "f")]) == 2
     assert "--data-dir" in capsys.readouterr().err
+
+
+def test_deq_against_each_baseline_states_difference_ratio_and_spread():
+    from deqfl.experiments.reproduce.analysis import Stat
+    from deqfl.experiments.reproduce.report import _against_deq
+
+    finals = {"deq": Stat(0.980, 0.001, 3), "cnn": Stat(0.986, 0.001, 3), "resnet": Stat(0.981, 0.002, 3)}
+    to_target = {"deq": Stat(7.0, 0.4, 3), "cnn": Stat(11.5, 1.6, 3), "resnet": Stat(7.5, 1.0, 3)}
+    lines = _against_deq(finals, to_target)
+    assert lines[0] == "- deq against cnn: final accuracy -0.60 pt (outside the spread); MB to target x0.61 (outside the spread)"
+    assert lines[1] == "- deq against resnet: final accuracy -0.10 pt (within the spread); MB to target x0.93 (within the spread)"

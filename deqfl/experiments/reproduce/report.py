@@ -91,17 +91,18 @@ def section_e1(results: list[dict[str, Any]], out: Path) -> list[str]:
         by_dataset[dataset][method] = runs
     for dataset, methods in by_dataset.items():
         target = TARGETS.get(dataset, 0.9)
-        rows, finals = [], {}
+        rows, finals, to_target = [], {}, {}
         for method, runs in methods.items():
             s = runs[0]["summary"]
             per_round = stat([
                 (r["rounds"][0]["bytes_up"] + r["rounds"][0]["bytes_down"]) / 1e6 for r in runs if r["rounds"]
             ])
             finals[method] = _final(runs)
+            to_target[method] = stat([mb_to_target(r["rounds"], target) for r in runs])
             rows.append([
                 f"{method} ({s['model']})", f"{s.get('parameters', 'n/a')}", per_round.format(digits=3),
                 stat([rounds_to_target(r["rounds"], target) for r in runs]).format(digits=1),
-                stat([mb_to_target(r["rounds"], target) for r in runs]).format(digits=2),
+                to_target[method].format(digits=2),
                 finals[method].format(100), str(len(runs)),
             ])
         lines += [f"### {dataset} (target {100 * target:.0f}%)", ""]
@@ -110,12 +111,36 @@ def section_e1(results: list[dict[str, Any]], out: Path) -> list[str]:
         verdict = _verdict(finals, "final accuracy")
         if verdict:
             lines += [verdict, ""]
+        lines += _against_deq(finals, to_target)
         plot = _plot_curves(
             {m: runs[0]["rounds"] for m, runs in methods.items()}, out / f"e1_{dataset}_accuracy_vs_mb.png",
             x="mb", title=f"E1 {dataset}: accuracy against MB (seed {methods[next(iter(methods))][0]['seed']})",
         )
         lines += [f"![E1 {dataset}]({plot.name})", ""]
     return lines
+
+
+def _against_deq(finals: dict[str, Stat], to_target: dict[str, Stat]) -> list[str]:
+    """One line per explicit baseline: the DEQ's final-accuracy difference (points) and its
+    MB-to-target ratio, each marked as outside or within the spread over seeds."""
+    if "deq" not in finals:
+        return []
+    lines = []
+    for method in (m for m in finals if m != "deq"):
+        parts = []
+        a, b = finals["deq"], finals[method]
+        if a.mean is not None and b.mean is not None:
+            spread = "within the spread" if within_spread(a, b) else "outside the spread"
+            parts.append(f"final accuracy {100 * (a.mean - b.mean):+.2f} pt ({spread})")
+        a, b = to_target["deq"], to_target[method]
+        if a.mean is not None and b.mean is not None:
+            spread = "within the spread" if within_spread(a, b) else "outside the spread"
+            parts.append(f"MB to target x{a.mean / b.mean:.2f} ({spread})")
+        elif a.mean is not None or b.mean is not None:
+            parts.append("MB to target: only " + ("deq" if a.mean is not None else method) + " reached it")
+        if parts:
+            lines.append(f"- deq against {method}: " + "; ".join(parts))
+    return lines + [""] if lines else []
 
 
 def section_e2(results: list[dict[str, Any]], out: Path) -> list[str]:
