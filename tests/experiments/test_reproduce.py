@@ -145,10 +145,11 @@ def test_cli_report_only_and_bad_arguments(tmp_path, capsys):
 
 def test_deq_against_each_baseline_states_difference_ratio_and_spread():
     from deqfl.experiments.reproduce.analysis import Stat
-    from deqfl.experiments.reproduce.report import _against_deq
+    from deqfl.experiments.reproduce.report import _against
 
     finals = {"deq": Stat(0.980, 0.001, 3), "cnn": Stat(0.986, 0.001, 3), "resnet": Stat(0.981, 0.002, 3)}
     to_target = {"deq": Stat(7.0, 0.4, 3), "cnn": Stat(11.5, 1.6, 3), "resnet": Stat(7.5, 1.0, 3)}
-    lines = _against_deq(finals, to_target)
+    lines = _against("deq", finals, to_target)
     assert lines[0] == "- deq against cnn: final accuracy -0.60 pt (outside the spread); MB to target x0.61 (outside the spread)"
     assert lines[1] == "- deq against resnet: final accuracy -0.10 pt (within the spread); MB to target x0.93 (within the spread)"
+    assert _against("deq", finals)[0] == "- deq against cnn: final accuracy -0.60 pt (outside the spread)"

@@ -111,7 +111,7 @@ def section_e1(results: list[dict[str, Any]], out: Path) -> list[str]:
         verdict = _verdict(finals, "final accuracy")
         if verdict:
             lines += [verdict, ""]
-        lines += _against_deq(finals, to_target)
+        lines += _against("deq", finals, to_target)
         plot = _plot_curves(
             {m: runs[0]["rounds"] for m, runs in methods.items()}, out / f"e1_{dataset}_accuracy_vs_mb.png",
             x="mb", title=f"E1 {dataset}: accuracy against MB (seed {methods[next(iter(methods))][0]['seed']})",
@@ -120,26 +120,28 @@ def section_e1(results: list[dict[str, Any]], out: Path) -> list[str]:
     return lines
 
 
-def _against_deq(finals: dict[str, Stat], to_target: dict[str, Stat]) -> list[str]:
-    """One line per explicit baseline: the DEQ's final-accuracy difference (points) and its
-    MB-to-target ratio, each marked as outside or within the spread over seeds."""
-    if "deq" not in finals:
+def _against(reference: str, finals: dict[str, Stat], to_target: dict[str, Stat] | None = None) -> list[str]:
+    """One line per other method: the reference method's final-accuracy difference (points)
+    and, if given, its MB-to-target ratio, each marked as outside or within the spread
+    over seeds."""
+    if reference not in finals:
         return []
     lines = []
-    for method in (m for m in finals if m != "deq"):
+    for method in (m for m in finals if m != reference):
         parts = []
-        a, b = finals["deq"], finals[method]
+        a, b = finals[reference], finals[method]
         if a.mean is not None and b.mean is not None:
             spread = "within the spread" if within_spread(a, b) else "outside the spread"
             parts.append(f"final accuracy {100 * (a.mean - b.mean):+.2f} pt ({spread})")
-        a, b = to_target["deq"], to_target[method]
-        if a.mean is not None and b.mean is not None:
-            spread = "within the spread" if within_spread(a, b) else "outside the spread"
-            parts.append(f"MB to target x{a.mean / b.mean:.2f} ({spread})")
-        elif a.mean is not None or b.mean is not None:
-            parts.append("MB to target: only " + ("deq" if a.mean is not None else method) + " reached it")
+        if to_target is not None:
+            a, b = to_target[reference], to_target[method]
+            if a.mean is not None and b.mean is not None:
+                spread = "within the spread" if within_spread(a, b) else "outside the spread"
+                parts.append(f"MB to target x{a.mean / b.mean:.2f} ({spread})")
+            elif a.mean is not None or b.mean is not None:
+                parts.append("MB to target: only " + (reference if a.mean is not None else method) + " reached it")
         if parts:
-            lines.append(f"- deq against {method}: " + "; ".join(parts))
+            lines.append(f"- {reference} against {method}: " + "; ".join(parts))
     return lines + [""] if lines else []
 
 
@@ -173,6 +175,7 @@ def section_e2(results: list[dict[str, Any]], out: Path) -> list[str]:
         verdict = _verdict(finals[(dataset, fleet)], "final accuracy")
         if verdict:
             lines += [verdict, ""]
+        lines += _against("deq-quality", finals[(dataset, fleet)])
     return lines
 
 
@@ -209,6 +212,7 @@ def section_e3(results: list[dict[str, Any]], out: Path) -> list[str]:
         verdict = _verdict(finals[(dataset, alpha)], "final accuracy")
         if verdict:
             lines += [verdict, ""]
+        lines += _against("quality-residual", finals[(dataset, alpha)])
     return lines
 
 
