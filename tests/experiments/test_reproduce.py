@@ -153,3 +153,5 @@ def test_deq_against_each_baseline_states_difference_ratio_and_spread():
     assert lines[0] == "- deq against cnn: final accuracy -0.60 pt (outside the spread); MB to target x0.61 (outside the spread)"
     assert lines[1] == "- deq against resnet: final accuracy -0.10 pt (within the spread); MB to target x0.93 (within the spread)"
     assert _against("deq", finals)[0] == "- deq against cnn: final accuracy -0.60 pt (outside the spread)"
+    single = _against("deq", {"deq": Stat(0.98, 0.0, 1), "cnn": Stat(0.99, 0.0, 1)})
+    assert single == ["- deq against cnn: final accuracy -1.00 pt (one seed: no spread known)", ""]

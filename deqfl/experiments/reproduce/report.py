@@ -46,6 +46,8 @@ def _verdict(named: dict[str, Stat], what: str, higher_is_better: bool = True) -
     if len(ranked) < 2:
         return ""
     (best, a), (second, b) = ranked[0], ranked[1]
+    if a.n < 2 or b.n < 2:
+        return f"{what}: one seed, no spread known; not ranked."
     if within_spread(a, b):
         return f"{what}: {best} and {second} are within the spread over seeds; not ranked."
     return f"{what}: {best} leads {second} by more than the spread over seeds."
@@ -120,6 +122,12 @@ def section_e1(results: list[dict[str, Any]], out: Path) -> list[str]:
     return lines
 
 
+def _spread_word(a: Stat, b: Stat) -> str:
+    if a.n < 2 or b.n < 2:
+        return "one seed: no spread known"
+    return "within the spread" if within_spread(a, b) else "outside the spread"
+
+
 def _against(reference: str, finals: dict[str, Stat], to_target: dict[str, Stat] | None = None) -> list[str]:
     """One line per other method: the reference method's final-accuracy difference (points)
     and, if given, its MB-to-target ratio, each marked as outside or within the spread
@@ -131,12 +139,12 @@ def _against(reference: str, finals: dict[str, Stat], to_target: dict[str, Stat]
         parts = []
         a, b = finals[reference], finals[method]
         if a.mean is not None and b.mean is not None:
-            spread = "within the spread" if within_spread(a, b) else "outside the spread"
+            spread = _spread_word(a, b)
             parts.append(f"final accuracy {100 * (a.mean - b.mean):+.2f} pt ({spread})")
         if to_target is not None:
             a, b = to_target[reference], to_target[method]
             if a.mean is not None and b.mean is not None:
-                spread = "within the spread" if within_spread(a, b) else "outside the spread"
+                spread = _spread_word(a, b)
                 parts.append(f"MB to target x{a.mean / b.mean:.2f} ({spread})")
             elif a.mean is not None or b.mean is not None:
                 parts.append("MB to target: only " + (reference if a.mean is not None else method) + " reached it")
