@@ -256,7 +256,9 @@ def _plot_curves(series: dict[str, list[dict[str, Any]]], path: Path, x: str, ti
             total += (row["bytes_up"] + row["bytes_down"]) / 1e6
             xs.append(total if x == "mb" else row["round"])
         ax.plot(xs, [100 * row["accuracy"] for row in rounds], marker="o", label=label)
-    ax.set(xlabel="MB communicated" if x == "mb" else "round", ylabel="test accuracy (%)", title=title)
+    ax.set(xlabel="MB communicated (log scale)" if x == "mb" else "round", ylabel="test accuracy (%)", title=title)
+    if x == "mb":
+        ax.set_xscale("log")  # the models' payloads differ by 10x: a linear axis hides the small ones
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
