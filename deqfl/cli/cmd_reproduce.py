@@ -20,8 +20,9 @@ def register(subparsers) -> None:
     scale.add_argument("--quick", action="store_true", help="smoke test of the pipeline (default; not evidence)")
     scale.add_argument("--full", action="store_true", help="the real suite: MNIST + Fashion-MNIST, 3 seeds (tens of hours)")
     parser.add_argument(
-        "--only", default="T0,E1,E2,E3,E4",
-        help="comma-separated experiments, e.g. E1,E3 (T0, the learning-rate sweep, runs in --full only)",
+        "--only", default="T0,T1,E1,E2,E3,E4",
+        help="comma-separated experiments, e.g. E1,E3 (the sweeps T0, learning rates, and T1, "
+        "fusion parameters, run in --full only)",
     )
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/reproduce-quick|full)")
     parser.add_argument(

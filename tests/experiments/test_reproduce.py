@@ -5,11 +5,24 @@ import math
 import pytest
 
 from deqfl.cli.main import main
+from deqfl.experiments.config import load_config
 from deqfl.experiments.reproduce.analysis import mb_to_target, rounds_to_target, stat, within_spread
 from deqfl.experiments.reproduce.report import build_report
 from deqfl.experiments.reproduce.store import load_results, save_result
 from deqfl.experiments.reproduce.runner import _claim
-from deqfl.experiments.reproduce.suite import FULL, LEARNING_RATES, QUICK, SWEEP_LRS, WEAK_CAP, RunSpec, build_suite
+from deqfl.experiments.reproduce.suite import (
+    E2_ALPHA,
+    E3_FROM_E2,
+    FULL,
+    FUSION_PARAMETERS,
+    FUSION_SWEEP,
+    LEARNING_RATES,
+    QUICK,
+    SWEEP_LRS,
+    WEAK_CAP,
+    RunSpec,
+    build_suite,
+)
 
 ROUNDS = [
     {"round": 1, "accuracy": 0.90, "bytes_up": 1_000_000, "bytes_down": 500_000},
@@ -55,7 +68,7 @@ def test_suite_is_well_formed():
 def test_full_suite_sweeps_first_then_runs_whole_experiments_with_the_chosen_rates():
     full = build_suite(FULL)
     tables = [(s.experiment, s.dataset) for s in full]
-    assert tables == sorted(tables, key=lambda t: (t[0] != "T0", t[0] == "E3"))  # sweep, E1/E2, then E3
+    assert tables == sorted(tables, key=lambda t: (t[0] not in ("T0", "T1"), t[0] == "E3"))  # sweeps, E1/E2, E3
     starts = {t: tables.index(t) for t in dict.fromkeys(tables)}
     assert starts[("E1", "fashion-mnist")] > starts[("E2", "mnist")]  # a data set's headline tables together
     for table, first in starts.items():  # every seed of a table before the next table
@@ -68,6 +81,25 @@ def test_full_suite_sweeps_first_then_runs_whole_experiments_with_the_chosen_rat
             assert f"train.lr={LEARNING_RATES[model]}" in spec.overrides
     mixed = next(s for s in full if s.experiment == "E2" and s.group == "mixed")
     assert f"max_iter={WEAK_CAP}" in next(o for o in mixed.overrides if o.startswith("fleet.tiers="))
+
+
+def test_fusion_sweep_feeds_e3_and_e3_reuses_the_identical_e2_runs():
+    full = build_suite(FULL)
+    sweep = [s for s in full if s.experiment == "T1"]
+    assert len(sweep) == sum(len(values) for _, values in FUSION_SWEEP.values())
+    assert {s.seed for s in sweep}.isdisjoint(FULL.seeds) and all("data.alpha=0.1" in s.overrides for s in sweep)
+    for rule, (key, _) in FUSION_SWEEP.items():
+        assert {f"{key}={FUSION_PARAMETERS[rule]}"} == {
+            o for s in full if s.experiment == "E3" and s.method == rule for o in s.overrides if o.startswith(key)
+        }
+    e3 = {(s.dataset, s.seed, s.group, s.method): s for s in full if s.experiment == "E3"}
+    e2 = {(s.dataset, s.seed, s.method): s for s in full if s.experiment == "E2" and s.group == "mixed"}
+    for rule, method in E3_FROM_E2.items():
+        assert ("mnist", 0, f"alpha={E2_ALPHA:g}", rule) not in e3
+        # the E2 run resolves to the very config of the E3 run it stands in for
+        at_01 = e3[("mnist", 0, "alpha=0.1", rule)].overrides
+        replaced = [o.replace("data.alpha=0.1", f"data.alpha={E2_ALPHA}") for o in at_01]
+        assert load_config(None, list(e2[("mnist", 0, method)].overrides)) == load_config(None, replaced)
 
 
 def test_a_claimed_run_is_skipped_by_another_worker_until_released(tmp_path):
@@ -132,6 +164,26 @@ def test_report_shows_the_learning_rate_sweep(tmp_path):
     assert "## T0 learning-rate sweep" in text
     row = next(line for line in text.splitlines() if line.startswith("| deq-mnist"))
     assert "91.00 / 90.00" in row and "95.00 / 90.00" in row and "| 0.1 |" in row
+
+
+def test_report_shows_the_fusion_sweep_and_e3_with_its_e2_stand_ins(tmp_path):
+    store = tmp_path / "store"
+    sweep = {s.group: s for s in build_suite(FULL, only=("T1",)) if s.method == "fednova"}
+    for value, held in ((1.0, 0.2), (0.5, 0.9)):
+        spec, summary, rounds = _fake(sweep[f"server_lr={value:g}"], 0.9)
+        rounds[-1]["client_accuracy"] = {"mean": held, "p10": held}
+        save_result(store, spec, summary, rounds)
+    for seed in (0, 1):
+        save_result(store, *_fake(RunSpec("E3", "fednova", "mnist", seed, ("a",), "alpha=0.5"), 0.95))
+        save_result(store, *_fake(RunSpec("E2", "deq-fedavg", "mnist", seed, ("b",), "mixed"), 0.97))
+        save_result(store, *_fake(RunSpec("E2", "deq-fedavg", "mnist", seed, ("c",), "all-weak"), 0.10))
+    text = build_report(load_results(store), tmp_path / "out", "t").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| fednova | fusion.server_lr"))
+    assert "0.5: 90.00 / 90.00, 1: 20.00 / 90.00 | 0.5 |" in row
+    e3 = text.split("## E3")[1].split("## E4")[0]
+    assert "| fedavg | 97.00 ± 0.00 |" in e3 and "| fednova | 95.00 ± 0.00 |" in e3
+    assert "10.00" not in e3  # only the mixed fleet stands in
+    assert "fedavg leads fednova by more than the spread" in e3
 
 
 def test_cli_report_only_and_bad_arguments(tmp_path, capsys):

@@ -18,7 +18,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from deqfl.experiments.reproduce.analysis import Stat, mb_to_target, rounds_to_target, stat, within_spread  # noqa: E402
-from deqfl.experiments.reproduce.suite import LEARNING_RATES, TARGETS  # noqa: E402
+from deqfl.experiments.reproduce.suite import (  # noqa: E402
+    E2_ALPHA,
+    E3_FROM_E2,
+    FUSION_PARAMETERS,
+    FUSION_SWEEP,
+    LEARNING_RATES,
+    TARGETS,
+)
 from deqfl.experiments.results import atomic_write_text, json_safe  # noqa: E402
 
 Group = dict[tuple, list[dict[str, Any]]]
@@ -80,6 +87,30 @@ def section_t0(results: list[dict[str, Any]], out: Path) -> list[str]:
         ]
         rows.append([model, *cells, f"{best:g}" if best is not None else "n/a", f"{LEARNING_RATES.get(model, 'n/a')}"])
     lines += _table(["model", *[f"lr {lr:g}: held-back / test (%)" for lr in rates], "best", "in use"], rows)
+    return lines
+
+
+def section_t1(results: list[dict[str, Any]], out: Path) -> list[str]:
+    """The fusion-parameter sweep: per rule and value, held-back / test accuracy, the
+    sweep's best value and the one E3 uses."""
+    groups = _group(results, "T1", ("method", "group"))
+    if not groups:
+        return []
+    lines = ["## T1 fusion-parameter sweep (MNIST, DEQ, mixed fleet, Dirichlet 0.1, one seed)", "",
+             "Chosen by the clients' held-back accuracy, never by the test set.", ""]
+    rows = []
+    for rule, (key, _) in FUSION_SWEEP.items():
+        runs = {float(group.split("=", 1)[1]): rs[0] for (method, group), rs in groups.items() if method == rule}
+        if not runs:
+            continue
+        held = {v: (r["rounds"][-1].get("client_accuracy") or {}).get("mean") for v, r in runs.items()}
+        best = max((v for v in held if held[v] is not None), key=lambda v: held[v], default=None)
+        cells = ", ".join(
+            f"{v:g}: {100 * held[v]:.2f} / {100 * runs[v]['summary']['final_accuracy']:.2f}"
+            if held[v] is not None else f"{v:g}: n/a" for v in sorted(runs)
+        )
+        rows.append([rule, key, cells, f"{best:g}" if best is not None else "n/a", f"{FUSION_PARAMETERS[rule]:g}"])
+    lines += _table(["rule", "parameter", "value: held-back / test accuracy (%)", "best", "in use"], rows)
     return lines
 
 
@@ -199,11 +230,26 @@ def _weak_share(rounds: list[dict[str, Any]]) -> float | None:
     return sum(shares) / len(shares) if shares else None
 
 
+def _e3_runs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """E3's runs, with E2's mixed-fleet runs standing in for the E3 rules they equal
+    (`E3_FROM_E2`, at the default alpha) under their E3 name and alpha group."""
+    from_e2 = {method: rule for rule, method in E3_FROM_E2.items()}
+    stand_ins = [
+        {**r, "experiment": "E3", "method": from_e2[r["method"]], "group": f"alpha={E2_ALPHA:g}"}
+        for r in results
+        if r["experiment"] == "E2" and r["group"] == "mixed" and r["method"] in from_e2
+    ]
+    return [r for r in results if r["experiment"] == "E3"] + stand_ins
+
+
 def section_e3(results: list[dict[str, Any]], out: Path) -> list[str]:
-    groups = _group(results, "E3", ("dataset", "group", "method"))
-    if not groups:
+    runs_e3 = _e3_runs(results)
+    if not any(r["run_id"].startswith("E3-") for r in runs_e3):
         return []
-    lines = ["## E3 fusion ablation (mixed fleet)", ""]
+    groups = _group(runs_e3, "E3", ("dataset", "group", "method"))
+    lines = ["## E3 fusion ablation (mixed fleet)", "",
+             f"At Dirichlet {E2_ALPHA:g}, {' and '.join(E3_FROM_E2)} are E2's mixed-fleet "
+             f"{' and '.join(E3_FROM_E2.values())} runs (the same configuration).", ""]
     tables: dict[tuple, list] = defaultdict(list)
     finals: dict[tuple, dict[str, Stat]] = defaultdict(dict)
     for (dataset, alpha, method), runs in groups.items():
@@ -287,7 +333,7 @@ def build_report(results: list[dict[str, Any]], out: Path, title: str, preamble:
         "Values are mean ± sample standard deviation over seeds; the `seeds` column says how many "
         "each row rests on.", "",
     ]
-    for section in (section_t0, section_e1, section_e2, section_e3, section_e4):
+    for section in (section_t0, section_t1, section_e1, section_e2, section_e3, section_e4):
         lines += section(results, out)
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines))

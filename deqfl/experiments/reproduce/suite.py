@@ -4,6 +4,9 @@
   a short run per learning rate on MNIST with a seed no other run uses. The best rate by
   the clients' held-back accuracy (training-side data, never the test set) is what
   `LEARNING_RATES` holds for every later run; the report prints the sweep beside it.
+- T1 fusion-parameter sweep (`--full` only): FedNova's server step size and FedProx's mu,
+  each a short DEQ run on MNIST under the mixed fleet and Dirichlet 0.1 (where they
+  matter most), chosen the same way; `FUSION_PARAMETERS` holds the choice for E3.
 - E1 communication: DEQ vs explicit CNN, ResNet and the DEQ's unrolled twin under FedAvg
   with homogeneous devices.
 - E2 heterogeneity: all strong (cap 8) / mixed (half at a quarter of the budget, cap 2) /
@@ -11,7 +14,9 @@
   DEQ with quality fusion, DEQ with FedAvg fusion, DEQ dropping the weak tier, and an
   explicit CNN whose weak devices run a quarter of the local steps.
 - E3 fusion ablation: FedAvg, quality (residual, budget, loss), FedNova, FedProx under the
-  mixed fleet and Dirichlet alpha 0.1, 0.5, 100.
+  mixed fleet and Dirichlet alpha 0.1, 0.5, 100. At alpha 0.5 (the default partition)
+  FedAvg and quality-residual are E2's mixed-fleet deq-fedavg and deq-quality runs, the
+  same configuration, read from E2 rather than run twice (`E3_FROM_E2`).
 - E4 anytime: accuracy of each E2 run's final model against the inference budget (read
   from the E2 results; no extra runs).
 
@@ -19,7 +24,7 @@
 a training subset); `--full` is the evidence (MNIST and Fashion-MNIST, 3 seeds, 20
 clients, 20 rounds; CIFAR-10 with `--with-cifar`).
 
-Runs are listed table by table: T0; then E1 and E2 (with E4) on each data set in turn;
+Runs are listed table by table: T0 and T1; then E1 and E2 (with E4) on each data set in turn;
 then E3 on each data set; every seed of a table before the next table. A suite stopped
 part-way thus has whole tables (all seeds) for the headline claims first, rather than one
 seed of everything.
@@ -31,7 +36,9 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-EXPERIMENTS = ("T0", "E1", "E2", "E3", "E4")
+from deqfl.experiments.config import DataSection
+
+EXPERIMENTS = ("T0", "T1", "E1", "E2", "E3", "E4")
 TARGETS = {"mnist": 0.98, "fashion-mnist": 0.85, "cifar10": 0.60}
 MODELS = {
     "mnist": {"deq": "deq-mnist", "cnn": "cnn-small", "resnet": "resnet-small", "unrolled": "unrolled-mnist"},
@@ -48,6 +55,15 @@ LEARNING_RATES = {
     "deq-cifar": 0.1, "cnn-large": 0.03, "resnet-large": 0.01, "unrolled-cifar": 0.1,
 }
 SWEEP_LRS = (0.003, 0.01, 0.03, 0.1, 0.3)
+
+# Fusion parameters chosen by the T1 sweep (same protocol as T0: best held-back client
+# accuracy; DEQ, mixed fleet, Dirichlet 0.1, MNIST). FedNova's server step scales its
+# normalised update: with local work proportional to data size, its coefficients
+# tau_eff p_k / ||a_k||_1 sum to more than 1 when sizes are skewed (1.3 to 1.7 for 10 of 20
+# MNIST clients at Dirichlet 0.1), so server_lr 1 overshoots. FedProx's mu weighs its
+# proximal term.
+FUSION_SWEEP = {"fednova": ("fusion.server_lr", (1.0, 0.5, 0.25)), "fedprox": ("train.proximal_mu", (0.001, 0.01, 0.1, 1.0))}
+FUSION_PARAMETERS = {"fednova": 1.0, "fedprox": 0.01}
 STRONG_CAP, WEAK_CAP = 8, 2  # a weak device has a quarter of the strong forward budget
 
 
@@ -126,6 +142,8 @@ def build_suite(scale: SuiteScale, only: tuple[str, ...] = EXPERIMENTS, with_cif
     runs: list[RunSpec] = []
     if "T0" in only and scale.sweep_rounds:
         runs += _sweep(scale)
+    if "T1" in only and scale.sweep_rounds:
+        runs += _fusion_sweep(scale)
     builders = {"E1": _e1, "E2": _e2, "E3": _e3}
     wanted = set(only) | ({"E2"} if "E4" in only else set())
     for phase in (("E1", "E2"), ("E3",)):
@@ -143,10 +161,24 @@ def _model(name: str) -> tuple[str, ...]:
     return (f"model.name={name}", f"train.lr={LEARNING_RATES[name]}")
 
 
-def _sweep(scale: SuiteScale) -> list[RunSpec]:
+def _sweep_common(scale: SuiteScale) -> tuple[str, ...]:
+    """The base overrides of a sweep run: MNIST, the sweep seed, `sweep_rounds` rounds."""
     shared = tuple(o for o in scale.base if not o.startswith(("experiment.rounds=", "evaluation.anytime_every=")))
-    common = shared + ("data.dataset=mnist", f"experiment.seed={scale.sweep_seed}",
-                       f"experiment.rounds={scale.sweep_rounds}", "evaluation.anytime_every=0")
+    return shared + ("data.dataset=mnist", f"experiment.seed={scale.sweep_seed}",
+                     f"experiment.rounds={scale.sweep_rounds}", "evaluation.anytime_every=0")
+
+
+def _fusion_sweep(scale: SuiteScale) -> list[RunSpec]:
+    deq = _sweep_common(scale) + _model(MODELS["mnist"]["deq"]) + (_tiers(0.5, 0.5), "data.alpha=0.1")
+    return [
+        RunSpec("T1", rule, "mnist", scale.sweep_seed,
+                deq + _rule_overrides(rule, {rule: value}), f"{key.rsplit('.', 1)[1]}={value:g}")
+        for rule, (key, values) in FUSION_SWEEP.items() for value in values
+    ]
+
+
+def _sweep(scale: SuiteScale) -> list[RunSpec]:
+    common = _sweep_common(scale)
     return [
         RunSpec("T0", label, "mnist", scale.sweep_seed, common + (
             f"model.name={model}", f"train.lr={lr}", "fleet.preset=homogeneous", "fusion.weighting=examples",
@@ -187,14 +219,24 @@ FUSION_RULES = {
     "quality-budget": ("fusion.weighting=quality", "fusion.quality=budget"),
     "quality-loss": ("fusion.weighting=quality", "fusion.quality=loss"),
     "fednova": ("fusion.weighting=examples", "fusion.aggregator=fednova"),
-    "fedprox": ("fusion.weighting=examples", "train.proximal_mu=0.01"),
+    "fedprox": ("fusion.weighting=examples",),
 }
+E3_ALPHAS = (0.1, 0.5, 100.0)
+E3_FROM_E2 = {"fedavg": "deq-fedavg", "quality-residual": "deq-quality"}
+E2_ALPHA = DataSection.model_fields["alpha"].default  # E2 runs under the default partition
+
+
+def _rule_overrides(rule: str, parameters: dict[str, float] = FUSION_PARAMETERS) -> tuple[str, ...]:
+    """A fusion rule's overrides, with its swept parameter (if any) set from `parameters`."""
+    extra = (f"{FUSION_SWEEP[rule][0]}={parameters[rule]}",) if rule in FUSION_SWEEP else ()
+    return FUSION_RULES[rule] + extra
 
 
 def _e3(dataset: str, seed: int, common: tuple[str, ...]) -> list[RunSpec]:
     return [
-        RunSpec("E3", label, dataset, seed, common + _model(MODELS[dataset]["deq"]) + (
+        RunSpec("E3", rule, dataset, seed, common + _model(MODELS[dataset]["deq"]) + (
             _tiers(0.5, 0.5), f"data.alpha={alpha}",
-        ) + rule, f"alpha={alpha:g}")
-        for alpha in (0.1, 0.5, 100.0) for label, rule in FUSION_RULES.items()
+        ) + _rule_overrides(rule), f"alpha={alpha:g}")
+        for alpha in E3_ALPHAS for rule in FUSION_RULES
+        if not (alpha == E2_ALPHA and rule in E3_FROM_E2)
     ]
