@@ -63,7 +63,7 @@ SWEEP_LRS = (0.003, 0.01, 0.03, 0.1, 0.3)
 # MNIST clients at Dirichlet 0.1), so server_lr 1 overshoots. FedProx's mu weighs its
 # proximal term.
 FUSION_SWEEP = {"fednova": ("fusion.server_lr", (1.0, 0.5, 0.25)), "fedprox": ("train.proximal_mu", (0.001, 0.01, 0.1, 1.0))}
-FUSION_PARAMETERS = {"fednova": 1.0, "fedprox": 0.01}
+FUSION_PARAMETERS = {"fednova": 1.0, "fedprox": 0.001}
 STRONG_CAP, WEAK_CAP = 8, 2  # a weak device has a quarter of the strong forward budget
 
 
