@@ -60,8 +60,8 @@ SWEEP_LRS = (0.003, 0.01, 0.03, 0.1, 0.3)
 # accuracy; DEQ, mixed fleet, Dirichlet 0.1, MNIST). FedNova's server step scales its
 # normalised update: with local work proportional to data size, its coefficients
 # tau_eff p_k / ||a_k||_1 sum to more than 1 when sizes are skewed (1.3 to 1.7 for 10 of 20
-# MNIST clients at Dirichlet 0.1), so server_lr 1 overshoots. FedProx's mu weighs its
-# proximal term.
+# MNIST clients at Dirichlet 0.1), so a smaller server step might do better; T1 found it
+# did not. FedProx's mu weighs its proximal term.
 FUSION_SWEEP = {"fednova": ("fusion.server_lr", (1.0, 0.5, 0.25)), "fedprox": ("train.proximal_mu", (0.001, 0.01, 0.1, 1.0))}
 FUSION_PARAMETERS = {"fednova": 1.0, "fedprox": 0.001}
 STRONG_CAP, WEAK_CAP = 8, 2  # a weak device has a quarter of the strong forward budget
