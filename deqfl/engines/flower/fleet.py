@@ -307,12 +307,29 @@ class Fleet:
                 proc.wait(5)
             except subprocess.TimeoutExpired:
                 pass
+        # SIGKILL takes effect asynchronously: return once the descendants are gone too
+        _wait_gone([pid for pids in tree.values() for pid in pids], 10.0)
 
     def __enter__(self) -> "Fleet":
         return self.start()
 
     def __exit__(self, *exc) -> None:  # noqa: ANN002
         self.stop()
+
+
+def _wait_gone(pids: list[int], timeout: float) -> None:
+    """Until no process in `pids` is alive (a zombie awaiting its reaper counts as gone)."""
+    deadline = time.monotonic() + timeout
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 def _signal(pid: int, sig: int) -> None:
