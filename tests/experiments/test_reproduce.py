@@ -151,13 +151,18 @@ def test_report_builds_from_the_store_alone(tmp_path):
     assert (tmp_path / "out" / "e4_anytime.png").exists()
 
 
+def _store_sweep(store, experiment: str, method: str, held_by_group: dict[str, float], **summary) -> None:
+    """Store one fake sweep run per group, ending at test accuracy 0.9 and the given held-back accuracy."""
+    sweep = {s.group: s for s in build_suite(FULL, only=(experiment,)) if s.method == method}
+    for group, held in held_by_group.items():
+        spec, fake_summary, rounds = _fake(sweep[group], 0.9)
+        rounds[-1]["client_accuracy"] = {"mean": held, "p10": held}
+        save_result(store, spec, dict(fake_summary, **summary), rounds)
+
+
 def test_report_shows_the_learning_rate_sweep(tmp_path):
     store = tmp_path / "store"
-    sweep = {s.group: s for s in build_suite(FULL, only=("T0",)) if s.method == "deq"}
-    for lr, held in ((0.01, 0.91), (0.1, 0.95)):
-        spec, summary, rounds = _fake(sweep[f"lr={lr:g}"], 0.9)
-        rounds[-1]["client_accuracy"] = {"mean": held, "p10": held}
-        save_result(store, spec, dict(summary, model="deq-mnist"), rounds)
+    _store_sweep(store, "T0", "deq", {"lr=0.01": 0.91, "lr=0.1": 0.95}, model="deq-mnist")
     # the CLI's default selection includes the sweep
     assert main(["reproduce", "--full", "--report-only", "--store", str(store), "--out", str(tmp_path / "out")]) == 0
     text = (tmp_path / "out" / "report.md").read_text()
@@ -168,11 +173,7 @@ def test_report_shows_the_learning_rate_sweep(tmp_path):
 
 def test_report_shows_the_fusion_sweep_and_e3_with_its_e2_stand_ins(tmp_path):
     store = tmp_path / "store"
-    sweep = {s.group: s for s in build_suite(FULL, only=("T1",)) if s.method == "fednova"}
-    for value, held in ((1.0, 0.2), (0.5, 0.9)):
-        spec, summary, rounds = _fake(sweep[f"server_lr={value:g}"], 0.9)
-        rounds[-1]["client_accuracy"] = {"mean": held, "p10": held}
-        save_result(store, spec, summary, rounds)
+    _store_sweep(store, "T1", "fednova", {"server_lr=1": 0.2, "server_lr=0.5": 0.9})
     for seed in (0, 1):
         save_result(store, *_fake(RunSpec("E3", "fednova", "mnist", seed, ("a",), "alpha=0.5"), 0.95))
         save_result(store, *_fake(RunSpec("E2", "deq-fedavg", "mnist", seed, ("b",), "mixed"), 0.97))

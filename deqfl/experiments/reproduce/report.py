@@ -64,6 +64,18 @@ def _final(runs: list[dict[str, Any]]) -> Stat:
     return stat([r["summary"]["final_accuracy"] for r in runs])
 
 
+def _sweep_choice(runs: dict[float, dict[str, Any]]) -> tuple[dict[float, str], str]:
+    """Per swept value, the cell "held-back / test accuracy (%)" (n/a without a held-back
+    figure), and the value with the best held-back accuracy (n/a if none has one)."""
+    held = {v: (r["rounds"][-1].get("client_accuracy") or {}).get("mean") for v, r in runs.items()}
+    cells = {
+        v: f"{100 * held[v]:.2f} / {100 * r['summary']['final_accuracy']:.2f}" if held[v] is not None else "n/a"
+        for v, r in runs.items()
+    }
+    best = max((v for v in held if held[v] is not None), key=lambda v: held[v], default=None)
+    return cells, f"{best:g}" if best is not None else "n/a"
+
+
 def section_t0(results: list[dict[str, Any]], out: Path) -> list[str]:
     """The learning-rate sweep: per model, the clients' held-back accuracy (training-side
     data) and the test accuracy at each rate, the sweep's best rate and the one in use."""
@@ -79,13 +91,8 @@ def section_t0(results: list[dict[str, Any]], out: Path) -> list[str]:
     rates = sorted({lr for runs in by_model.values() for lr in runs})
     rows = []
     for model, runs in by_model.items():
-        held = {lr: (r["rounds"][-1].get("client_accuracy") or {}).get("mean") for lr, r in runs.items()}
-        best = max((lr for lr in held if held[lr] is not None), key=lambda lr: held[lr], default=None)
-        cells = [
-            f"{100 * held[lr]:.2f} / {100 * runs[lr]['summary']['final_accuracy']:.2f}" if lr in runs and held[lr] is not None
-            else "n/a" for lr in rates
-        ]
-        rows.append([model, *cells, f"{best:g}" if best is not None else "n/a", f"{LEARNING_RATES.get(model, 'n/a')}"])
+        cells, best = _sweep_choice(runs)
+        rows.append([model, *[cells.get(lr, "n/a") for lr in rates], best, f"{LEARNING_RATES.get(model, 'n/a')}"])
     lines += _table(["model", *[f"lr {lr:g}: held-back / test (%)" for lr in rates], "best", "in use"], rows)
     return lines
 
@@ -103,13 +110,9 @@ def section_t1(results: list[dict[str, Any]], out: Path) -> list[str]:
         runs = {float(group.split("=", 1)[1]): rs[0] for (method, group), rs in groups.items() if method == rule}
         if not runs:
             continue
-        held = {v: (r["rounds"][-1].get("client_accuracy") or {}).get("mean") for v, r in runs.items()}
-        best = max((v for v in held if held[v] is not None), key=lambda v: held[v], default=None)
-        cells = ", ".join(
-            f"{v:g}: {100 * held[v]:.2f} / {100 * runs[v]['summary']['final_accuracy']:.2f}"
-            if held[v] is not None else f"{v:g}: n/a" for v in sorted(runs)
-        )
-        rows.append([rule, key, cells, f"{best:g}" if best is not None else "n/a", f"{FUSION_PARAMETERS[rule]:g}"])
+        cells, best = _sweep_choice(runs)
+        listed = ", ".join(f"{v:g}: {cells[v]}" for v in sorted(runs))
+        rows.append([rule, key, listed, best, f"{FUSION_PARAMETERS[rule]:g}"])
     lines += _table(["rule", "parameter", "value: held-back / test accuracy (%)", "best", "in use"], rows)
     return lines
 
