@@ -182,7 +182,9 @@ def test_report_shows_the_fusion_sweep_and_e3_with_its_e2_stand_ins(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| fednova | fusion.server_lr"))
     assert "0.5: 90.00 / 90.00, 1: 20.00 / 90.00 | 0.5 |" in row
     e3 = text.split("## E3")[1].split("## E4")[0]
-    assert "| fedavg | 97.00 ± 0.00 |" in e3 and "| fednova | 95.00 ± 0.00 |" in e3
+    assert "| fedavg | 97.00 ± 0.00 | 96.00 ± 0.00 |" in e3 and "| fednova | 95.00 ± 0.00 |" in e3
+    fednova = next(line for line in e3.splitlines() if line.startswith("| fednova"))
+    assert "| 40.0 ± 0.0 |" in fednova  # the weak tier's share of the fusion weight
     assert "10.00" not in e3  # only the mixed fleet stands in
     assert "fedavg leads fednova by more than the spread" in e3
 

@@ -260,12 +260,15 @@ def section_e3(results: list[dict[str, Any]], out: Path) -> list[str]:
         finals[(dataset, alpha)][method] = _final(runs)
         tables[(dataset, alpha)].append([
             method, finals[(dataset, alpha)][method].format(100),
+            stat([r["summary"].get("tier_accuracy", {}).get("weak") for r in runs]).format(100),
             stat([rounds_to_target(r["rounds"], target) for r in runs]).format(digits=1),
+            stat([_weak_share(r["rounds"]) for r in runs]).format(100, 1),
             stat([r["summary"].get("global_residual") for r in runs]).format(digits=5), str(len(runs)),
         ])
     for (dataset, alpha), rows in tables.items():
         lines += [f"### {dataset}, Dirichlet {alpha}", ""]
-        lines += _table(["fusion", "final accuracy (%)", "rounds to target", "global residual", "seeds"], rows)
+        lines += _table(["fusion", "final accuracy (%)", "accuracy at the weak budget (%)", "rounds to target",
+                         "weak tier's fusion weight (%)", "global residual", "seeds"], rows)
         verdict = _verdict(finals[(dataset, alpha)], "final accuracy")
         if verdict:
             lines += [verdict, ""]
