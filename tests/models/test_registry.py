@@ -62,3 +62,26 @@ def test_register_a_user_model():
     assert parameter_count(build_model("test-linear", (1, 2, 2), 3, hidden=2)) == 8 + 2 + 6 + 3
     with pytest.raises(ConfigError):
         register_model("test-linear")(linear)
+
+
+@pytest.mark.parametrize("shape", [(3, 16, 28, 28), (2, 4, 15, 17)])
+def test_fast_max_pool_matches_torch_bit_for_bit_with_ties(shape):
+    from deqfl.models.stems import MaxPool2x2
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=generator)
+    x[:, :, : shape[2] // 2] = 0.25  # tied windows (an image's flat background), where argmax must agree
+    grad = torch.randn(shape[0], shape[1], shape[2] // 2, shape[3] // 2, generator=generator)
+    outputs, grads = [], []
+    for pool in (nn.MaxPool2d(2), MaxPool2x2()):
+        leaf = x.clone().requires_grad_()
+        out = pool(leaf)
+        out.backward(grad)
+        outputs.append(out)
+        grads.append(leaf.grad)
+        with torch.no_grad():
+            assert torch.equal(pool(x), outputs[0])
+    assert torch.equal(outputs[0], outputs[1]) and torch.equal(grads[0], grads[1])
+    assert outputs[1].is_contiguous()
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        MaxPool2x2()(torch.randn(4, 8, 8))
