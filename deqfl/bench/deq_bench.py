@@ -13,6 +13,9 @@ Figures (printed as a table, written as JSON with `--out`):
 - `central_mnist`: one epoch (batch 64, Adam with a one-cycle lr peaking at 1e-2, seed 0) of
   deq-mnist and of each explicit baseline, on `--train-subset` training images (default
   all 60,000): `params`, `bytes`, `test_accuracy` (10k test set), `seconds` (training only).
+- `stem_pool_ms`: the stem's 2x2 max-pool at the client batch (32 images, 16 channels,
+  28x28), forward + backward and forward without a graph, best of 5 x 50: torch's
+  `nn.MaxPool2d(2)` against deqfl's `MaxPool2x2` (same numbers bit for bit), and the ratio.
 - `peak_memory_mb`: growth of the peak resident set of a fresh process during one
   training step at batch 128 (deq-mnist with each gradient mode, and the unrolled twin;
   unrolled = backprop through 16 weight-tied iterations).
@@ -49,6 +52,7 @@ from deqfl.models import (
     parameter_count,
     serialized_bytes,
 )
+from deqfl.models.stems import MaxPool2x2
 
 BASELINES = ("cnn-small", "cnn-large", "resnet-small", "resnet-large")
 MODES = {"ift": IFT(), "jfb": JFB(), "phantom": Phantom()}
@@ -208,6 +212,23 @@ def peak_memory_mb(threads: int) -> dict[str, float]:
     return out
 
 
+def stem_pool_ms(batch: int = 32, channels: int = 16, size: int = 28) -> dict[str, float]:
+    x = torch.randn(batch, channels, size, size, requires_grad=True)
+
+    def best_ms(fn) -> float:
+        fn()
+        return min(_timed(lambda: [fn() for _ in range(50)]) for _ in range(5)) / 50 * 1e3
+
+    out = {}
+    for label, pool in (("torch", torch.nn.MaxPool2d(2)), ("deqfl", MaxPool2x2())):
+        out[f"{label}_forward_backward"] = best_ms(lambda: pool(x).sum().backward())
+        with torch.no_grad():
+            out[f"{label}_forward_no_grad"] = best_ms(lambda: pool(x))
+    out["ratio_forward_backward"] = out["deqfl_forward_backward"] / out["torch_forward_backward"]
+    out["ratio_forward_no_grad"] = out["deqfl_forward_no_grad"] / out["torch_forward_no_grad"]
+    return out
+
+
 def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -230,6 +251,7 @@ def run(data_dir: str | None, train_subset: int, threads: int, console: Console)
     results["matmul_peak_gflops"] = matmul_peak_gflops()
     results["cell_gflops"] = cell_gflops()
     results["cell_fraction_of_peak"] = results["cell_gflops"] / results["matmul_peak_gflops"]
+    results["stem_pool_ms"] = stem_pool_ms()
 
     central: dict[str, dict[str, Any]] = {}
     deq_model = None
@@ -291,6 +313,9 @@ def print_results(results: dict[str, Any], console: Console) -> None:
     table.add_row("same, trained deq-mnist", f"{results['anderson_fevals_ratio_trained']:.3f} ({results['anderson_fevals_trained']:.1f} / {results['fixed_point_fevals_trained']:.1f})")
     table.add_row("IFT vs 200-step unrolled grad, rel error", f"{results['ift_grad_rel_error']:.2e}")
     table.add_row("cell GFLOP/s (batch 128) / matmul peak", f"{results['cell_gflops']:.1f} / {results['matmul_peak_gflops']:.1f} ({results['cell_fraction_of_peak']:.0%})")
+    pool = results["stem_pool_ms"]
+    table.add_row("stem max-pool ms, fwd+bwd / no-grad fwd: torch", f"{pool['torch_forward_backward']:.2f} / {pool['torch_forward_no_grad']:.2f}")
+    table.add_row("same, deqfl MaxPool2x2 (ratio to torch)", f"{pool['deqfl_forward_backward']:.2f} / {pool['deqfl_forward_no_grad']:.2f} ({pool['ratio_forward_backward']:.2f}x / {pool['ratio_forward_no_grad']:.2f}x)")
     for mode, seconds in results["backward_seconds"].items():
         table.add_row(f"{mode}: forward / backward s (batch 64)", f"{results['forward_seconds'][mode]:.3f} / {seconds:.3f}")
     for key, mb in results["peak_memory_mb"].items():
