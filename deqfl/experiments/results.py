@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -77,8 +78,11 @@ def versions() -> dict[str, str]:
     return found
 
 
+@functools.cache
 def git_commit() -> str | None:
-    """The commit of deqfl's source tree, when it is a git checkout."""
+    """The commit of deqfl's source tree, when it is a git checkout, as this process first
+    asked (`run_experiment` asks at its start): a long-lived process, such as a
+    `deqfl reproduce` worker, keeps naming the code it imported, not a HEAD moved since."""
     source = Path(deqfl.__file__).resolve().parent.parent
     try:
         out = subprocess.run(

@@ -224,6 +224,7 @@ def run_experiment(
 
 def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[str, Any]:
     started = time.perf_counter()
+    rf.git_commit()  # the code this process runs, before anyone can move HEAD (cached)
     fed = build_federation(config)
     fusion = Fusion(config.fusion)
     settings = _settings(fed)

@@ -139,3 +139,17 @@ def test_export_runs_and_matches_the_fixed_budget_model(two_runs, tmp_path, fmt)
         got = torch.as_tensor(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
     assert torch.allclose(got, expected, atol=1e-4)
     assert (expected.argmax(1) == torch.as_tensor(data.y_test[:64])).float().mean() > 0.3
+
+
+def test_the_commit_is_the_one_the_process_started_with(monkeypatch):
+    # a long-lived reproduce worker must not record a HEAD that moved after it imported deqfl
+    from deqfl.experiments import results
+
+    results.git_commit.cache_clear()
+    first = results.git_commit()
+
+    def moved(*args, **kwargs):
+        raise AssertionError("git asked again")
+
+    monkeypatch.setattr(results.subprocess, "run", moved)
+    assert results.git_commit() == first
