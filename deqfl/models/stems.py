@@ -48,8 +48,9 @@ class _MaxPool2x2(torch.autograd.Function):
 class MaxPool2x2(nn.Module):
     """2x2 max-pool, stride 2, on (N, C, H, W) input: the same output, argmax (first
     maximum of each window on ties) and gradient as `nn.MaxPool2d(2)`, bit for bit, but
-    about 2.6x faster for a forward and backward on CPU (1.5 against 3.8 ms at batch 32,
-    16 channels, 28x28): the NCHW forward kernel is slow, the channels_last one fast."""
+    2.5-4x faster for a forward and backward on CPU (1.3-1.5 against 3.8-5.1 ms at batch
+    32, 16 channels, 28x28; `deqfl bench deq`, `stem_pool_ms`): torch's NCHW forward
+    kernel is the slow part, its channels_last one is fast."""
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4:
