@@ -147,7 +147,20 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> ExperimentCo
         lines = [_describe(err) for err in exc.errors()]
         raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines)) from None
     _check_reliability(config, source)
+    _check_width_slicing(config, source)
     return config
+
+
+def _check_width_slicing(config: ExperimentConfig, source: str) -> None:
+    """Width-sliced tiers (HeteroFL) need the aggregator that averages each entry over the
+    clients that trained it; the model's side is checked when the run builds it."""
+    sliced = [t for t in config.fleet.resolved_tiers() if t.width < 1]
+    if sliced and config.fusion.aggregator != "heterofl":
+        raise ConfigError(
+            f"invalid {source}:\n  fleet.tiers '{sliced[0].name}': width {sliced[0].width:g} (a HeteroFL sub-model) "
+            f"needs fusion.aggregator = 'heterofl', which averages each entry over the clients that trained it; "
+            f"got '{config.fusion.aggregator}'"
+        )
 
 
 def _check_reliability(config: ExperimentConfig, source: str) -> None:

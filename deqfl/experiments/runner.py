@@ -41,6 +41,7 @@ from deqfl.models import (
     parameter_count,
     serialized_bytes,
 )
+from deqfl.models.width import narrow_model, slice_state, sub_shapes
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ class Federation:
     y_eval: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    sub_models: dict[float, torch.nn.Module]
+    """Width ratio -> the HeteroFL sub-model, for every tier `width` below 1."""
 
 
 def build_federation(config: ExperimentConfig) -> Federation:
@@ -81,9 +84,16 @@ def build_federation(config: ExperimentConfig) -> Federation:
         x_eval, y_eval = x_test[rows], y_test[rows]
     else:
         x_eval, y_eval = x_test, y_test
+    sub_models = {}
+    for tier in (t for t in _distinct_tiers(tiers) if t.width < 1):
+        try:
+            sub_models[tier.width] = narrow_model(model, tier.width)
+        except ConfigError as exc:
+            raise ConfigError(f"fleet.tiers '{tier.name}' has width {tier.width:g}, but model.name = "
+                              f"'{config.model.name}': {exc}") from None
     return Federation(
         config, dataset, clients, tiers, reference_tier(config.fleet.resolved_tiers()), model,
-        x_eval, y_eval, x_test, y_test,
+        x_eval, y_eval, x_test, y_test, sub_models,
     )
 
 
@@ -137,18 +147,24 @@ def _settings(fed: Federation) -> RoundSettings:
         malicious=tuple(malicious_clients(c.attack, c.data.num_clients, c.experiment.seed)),
         faults=c.faults,
         privacy=c.privacy if c.privacy.enabled else None,
+        sub_shapes={width: sub_shapes(sub) for width, sub in fed.sub_models.items()},
     )
 
 
 def evaluate_global(fed: Federation, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
-    """Accuracy and loss at the reference budget, accuracy at each tier's budget, and the
-    mean relative residual at the reference budget (`global_residual`)."""
+    """Accuracy and loss at the reference budget, accuracy at each tier's budget (a
+    width-sliced tier: its sub-model, sliced from the global model), and the mean relative
+    residual at the reference budget (`global_residual`)."""
     batch = fed.config.evaluation.batch_size
     ref = evaluate(fed.model, x, y, fed.reference.max_iter, fed.reference.tol, batch)
     tier_accuracy = {}
     explicit = find_deq(fed.model) is None  # every budget gives the same numbers
     for tier in _distinct_tiers(fed.tiers):
-        if explicit or (tier.max_iter == fed.reference.max_iter and tier.tol == fed.reference.tol):
+        if tier.width < 1:
+            sub = fed.sub_models[tier.width]
+            load_federated_state(sub, slice_state(federated_state(fed.model), sub_shapes(sub)))
+            tier_accuracy[tier.name] = evaluate(sub, x, y, None, None, batch).accuracy
+        elif explicit or (tier.max_iter == fed.reference.max_iter and tier.tol == fed.reference.tol):
             tier_accuracy[tier.name] = ref.accuracy
         else:
             tier_accuracy[tier.name] = evaluate(fed.model, x, y, tier.max_iter, tier.tol, batch).accuracy

@@ -12,6 +12,10 @@ gradient mode, then reports:
 - measured compute seconds (reported, never acted on) and work units for the simulated
   clock (`deqfl.fl.clock`).
 
+A tier of `width` r < 1 (the HeteroFL baseline) trains the width-r sub-model on the
+leading slices of the global state and returns the sub-model's state; its work units are
+scaled by the sub-model's share of the multiply-accumulates (`deqfl.models.width`).
+
 Randomness (batch order) comes from a generator seeded by (seed, round, client id), so a
 client's work does not depend on which other clients ran before it.
 """
@@ -36,6 +40,7 @@ from deqfl.fl.privacy import PrivacyConfig, privatize_local
 from deqfl.fl.profiles import TierConfig
 from deqfl.fl.update import ClientUpdate
 from deqfl.models import find_deq, federated_state, load_federated_state
+from deqfl.models.width import multiply_accumulates, narrow_model, slice_state, sub_shapes
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,12 @@ def train_client(
     data: ClientData,
 ) -> ClientUpdate:
     start = time.perf_counter()
+    compute_share = 1.0
+    if task.tier.width < 1:
+        full, model = model, narrow_model(model, task.tier.width)
+        global_state = slice_state(global_state, sub_shapes(model))
+        shape = tuple(dataset.input_shape)
+        compute_share = multiply_accumulates(model, shape) / multiply_accumulates(full, shape)
     load_federated_state(model, global_state)
     deq = find_deq(model)
     if deq is not None:
@@ -163,7 +174,7 @@ def train_client(
     work = (
         float(deq.cell_evals)
         if deq is not None
-        else float(EXPLICIT_STEP_UNITS * samples_seen + len(data.holdout_indices))
+        else float(EXPLICIT_STEP_UNITS * samples_seen + len(data.holdout_indices)) * compute_share
     )
     update = ClientUpdate(
         client_id=data.client_id,

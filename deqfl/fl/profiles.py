@@ -6,7 +6,8 @@ client ids, with counts rounded by the largest-remainder rule (so they sum to N 
 
 A tier's compute budget changes only how much solver work its devices do (forward
 iteration cap and tolerance, gradient mode, local work); every device trains the same
-model. A tier may give `time_budget` (simulated seconds per round) instead of a fixed
+model. The one exception is a baseline: a tier `width` below 1 gives its devices the
+HeteroFL sub-model of that width (`deqfl.models.width`). A tier may give `time_budget` (simulated seconds per round) instead of a fixed
 cap: the client then runs the largest forward cap whose simulated time fits
 (`deqfl.fl.clock.cap_for_time_budget`).
 """
@@ -54,6 +55,11 @@ class TierConfig(BaseModel):
     step_fraction: float = Field(
         1.0, gt=0, le=1,
         description="Fraction of its local steps the device completes (partial work baseline).",
+    )
+    width: float = Field(
+        1.0, gt=0, le=1,
+        description="HeteroFL sub-model baseline: the device trains the sub-model with this fraction "
+        "of every hidden layer's channels (explicit CNNs only; needs fusion.aggregator='heterofl').",
     )
     batch_size: int | None = Field(None, gt=0, description="Batch size (default: train.batch_size).")
     speed: float = Field(1e-5, gt=0, description="Simulated seconds per unit of work.")

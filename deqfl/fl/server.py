@@ -4,13 +4,16 @@ The engine only moves payloads and runs `deqfl.fl.client.train_client`; every de
 made here, so every engine gives the same round for the same config and seed:
 
 1. `sample_round` picks the clients (seeded by seed and round), sorted by id.
-2. The global state is serialized once (`bytes_down` = its length x receiving clients).
+2. The global state is serialized once (`bytes_down` = its length x receiving clients;
+   a width-sliced client's download is counted as its sub-model's serialized slices).
 3. Each client's forward cap is its tier's `max_iter`, or, with a `time_budget`, the
    largest cap whose simulated time fits (`deqfl.fl.clock.cap_for_time_budget`).
 4. Replies are timed on the simulated clock; past `deadline_seconds` a client is a
    straggler and its update is dropped. Crashed clients and stragglers are listed under
    `rejected` with the reason, as are updates that fail validation in the fusion.
 5. The fusion (`deqfl.fl.fusion`) validates and fuses the remaining updates in client order.
+   A width-sliced client's reply (HeteroFL baseline) must have exactly its tier's
+   sub-model shapes; it is written back into the global shape with its `coverage` first.
 
 Reliability (`deqfl.fl.attacks`, `deqfl.fl.faults`, `deqfl.fl.privacy`): a malicious
 client's task carries its attack, a crashing client's task its crash point; stragglers are
@@ -24,7 +27,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import torch
@@ -39,6 +43,7 @@ from deqfl.fl.profiles import TierConfig
 from deqfl.fl.sampling import sample_round
 from deqfl.fl.transport import encode_state
 from deqfl.fl.update import ClientUpdate
+from deqfl.models.width import Shapes, embed_state, slice_state
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +86,8 @@ class RoundSettings:
     """The run's malicious client ids (`deqfl.fl.attacks.malicious_clients`)."""
     faults: FaultsConfig | None = None
     privacy: dp.PrivacyConfig | None = None
+    sub_shapes: Mapping[float, Shapes] = field(default_factory=dict)
+    """Width ratio -> the sub-model's tensor shapes, for every tier `width` below 1."""
 
 
 @dataclass
@@ -109,6 +116,10 @@ def run_round(
             settings.rule, settings.min_cap,
         )
     download = encode_state(global_state, settings.transport_dtype)
+    download_bytes = {1.0: len(download)} | {
+        width: len(encode_state(slice_state(global_state, shapes), settings.transport_dtype))
+        for width, shapes in settings.sub_shapes.items()
+    }
     jobs = [
         ClientJob(_task(round_number, clients[cid], tiers[cid], settings, len(download)), clients[cid])
         for cid in sample.selected
@@ -132,8 +143,12 @@ def run_round(
             if reply.update.client_id != reply.client_id:
                 raise ValueError(f"the update claims to be client {reply.update.client_id!r}")
             seconds = device_seconds(
-                tier, _work_units(reply.update), len(download), _byte_count(reply.bytes_up)
+                tier, _work_units(reply.update), download_bytes[tier.width], _byte_count(reply.bytes_up)
             ) * slowdown(settings.faults, reply.client_id)
+            update = (  # coverage is the server's to set, whatever a client sent
+                embed_sliced(reply.update, global_state, settings.sub_shapes[tier.width])
+                if tier.width < 1 else replace(reply.update, coverage=None)
+            )
         except Exception as exc:  # noqa: BLE001 - a malformed reply must not end the round
             reason = f"malformed reply ({type(exc).__name__}: {str(exc)[:200]})"
             log.warning("round %d: client %d rejected: %s", round_number, reply.client_id, reason)
@@ -146,7 +161,7 @@ def run_round(
             simulated.append(settings.deadline_seconds)
             continue
         simulated.append(seconds)
-        updates.append(reply.update)
+        updates.append(update)
         metrics = reply.update.metrics
         per_client[reply.client_id] = {
             "id": reply.client_id,
@@ -181,7 +196,7 @@ def run_round(
         info["quality"] = result.quality.get(cid)
     record = {
         "round": round_number,
-        "bytes_down": len(download) * len(jobs),
+        "bytes_down": sum(download_bytes[job.task.tier.width] for job in jobs),
         "bytes_up": sum(_byte_count(r.bytes_up) for r in replies if isinstance(r, ClientReply)),
         "clients": [per_client[c] for c in sorted(per_client) if c in result.weights],
         "rejected": sorted(rejected, key=_rejected_order),
@@ -194,6 +209,22 @@ def run_round(
         "epsilon": dp.epsilon(settings.privacy, round_number, settings.fraction),
     }
     return RoundOutcome(state=result.state, record=record)
+
+
+def embed_sliced(update: ClientUpdate, global_state: Mapping[str, torch.Tensor], shapes: Shapes) -> ClientUpdate:
+    """A width-sliced update in the global shape, its `coverage` set from the tier's
+    `shapes` (the server's, not the client's); ValueError unless the returned state has
+    exactly those keys, shapes and the global dtypes."""
+    state = update.state
+    if not isinstance(state, Mapping) or set(state) != set(shapes):
+        raise ValueError("the state's keys are not the sub-model's")
+    for key, shape in shapes.items():
+        value = state[key]
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(shape):
+            raise ValueError(f"{key!r} is not a tensor of the sub-model's shape {tuple(shape)}")
+        if value.dtype != global_state[key].dtype:
+            raise ValueError(f"dtype mismatch for {key!r}: got {value.dtype}, expected {global_state[key].dtype}")
+    return replace(update, state=embed_state(state, global_state), coverage=dict(shapes))
 
 
 def _rejected_order(entry: dict[str, Any]) -> tuple[bool, int]:

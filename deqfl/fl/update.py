@@ -41,6 +41,10 @@ class ClientUpdate:
     """Momentum rho of the client's SGD optimiser, in [0, 1) (used by FedNova)."""
     metrics: dict[str, float] = field(default_factory=dict)
     """Anything else the client reports; passed through to results untouched."""
+    coverage: dict[str, tuple[int, ...]] | None = None
+    """Set by the server, never by the client, for a width-sliced (HeteroFL) update: the
+    leading slice of each tensor the client trained. `state` then holds the global values
+    outside it (`deqfl.models.width.embed_state`). None: the client trained everything."""
 
 
 @dataclass

@@ -2,35 +2,65 @@
 
 from __future__ import annotations
 
+import math
+
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from deqfl.models.stems import groups_for
 
 
+class ScaledReLU(nn.Module):
+    """relu(x) / rate in training, relu(x) in evaluation: HeteroFL's scaler (Diao et al.,
+    ICLR 2021), which keeps a width-`rate` sub-model's activations on the full model's
+    scale while it trains. rate = 1 is a plain ReLU."""
+
+    def __init__(self, rate: float = 1.0) -> None:
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.relu(x)
+        return y / self.rate if self.training and self.rate != 1.0 else y
+
+
 class CNN(nn.Module):
     """conv3x3(c -> w1) + relu + maxpool2, conv3x3(w1 -> w2) + relu + maxpool2, optional hidden
     linear layer, linear classifier (on 28x28: the 20,490-parameter CNN of DESIGN 6b for
-    widths (16, 32) and no hidden layer)."""
+    widths (16, 32) and no hidden layer).
 
-    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, widths: tuple[int, int], hidden: int = 0):
+    `narrowed(r)` is the HeteroFL sub-model of width ratio r: every hidden width w becomes
+    ceil(r w), and its parameters are the leading slices of this model's (the flatten is
+    channel-major, so the first ceil(r w2) channels are the first features of the head)."""
+
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, widths: tuple[int, int],
+                 hidden: int = 0, rate: float = 1.0):
         super().__init__()
+        self.input_shape, self.num_classes, self.widths, self.hidden = input_shape, num_classes, widths, hidden
         c, h, w = input_shape
         w1, w2 = widths
         features = w2 * (h // 4) * (w // 4)
         layers: list[nn.Module] = [
-            nn.Conv2d(c, w1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(w1, w2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c, w1, 3, padding=1), ScaledReLU(rate), nn.MaxPool2d(2),
+            nn.Conv2d(w1, w2, 3, padding=1), ScaledReLU(rate), nn.MaxPool2d(2),
             nn.Flatten(),
         ]
         if hidden:
-            layers += [nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)]
+            layers += [nn.Linear(features, hidden), ScaledReLU(rate), nn.Linear(hidden, num_classes)]
         else:
             layers.append(nn.Linear(features, num_classes))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+    def narrowed(self, ratio: float) -> "CNN":
+        """A fresh CNN of width ratio `ratio` in (0, 1] (its weights are to be loaded)."""
+        def scale(width: int) -> int:
+            return max(1, math.ceil(ratio * width))
+
+        return CNN(self.input_shape, self.num_classes, (scale(self.widths[0]), scale(self.widths[1])),
+                   scale(self.hidden) if self.hidden else 0, rate=ratio)
 
 
 class BasicBlock(nn.Module):

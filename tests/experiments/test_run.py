@@ -153,3 +153,26 @@ def test_the_commit_is_the_one_the_process_started_with(monkeypatch):
 
     monkeypatch.setattr(results.subprocess, "run", moved)
     assert results.git_commit() == first
+
+
+HALF_WIDTH = "fleet.tiers=[{name='strong', share=0.5}, {name='weak', share=0.5, width=0.5}]"
+
+
+def test_heterofl_baseline_trains_sub_models_and_counts_their_bytes(tmp_path):
+    out, summary = _run(tmp_path, "heterofl", [
+        "model.name=cnn-small", "train.lr=0.05", HALF_WIDTH, "fusion.weighting=examples", "fusion.aggregator=heterofl",
+    ])
+    for record in read_jsonl(out / "metrics.jsonl"):
+        assert not record["rejected"]
+        payload = {c["tier"]: c["bytes_up"] for c in record["clients"]}
+        assert payload["weak"] < payload["strong"] / 2  # about a quarter of the parameters
+        tiers = [c["tier"] for c in record["clients"]]
+        assert record["bytes_down"] == sum(payload[t] for t in tiers)  # each client gets its own slices
+    assert summary["tier_accuracy"]["weak"] > 0.5  # the sliced global model, evaluated as a weak device runs it
+
+
+def test_width_slicing_needs_the_heterofl_aggregator_and_a_sliceable_model(tmp_path):
+    with pytest.raises(ConfigError, match="needs fusion.aggregator = 'heterofl'"):
+        load_config(None, SMALL + ["model.name=cnn-small", HALF_WIDTH])
+    with pytest.raises(ConfigError, match="fleet.tiers 'weak' has width 0.5, but model.name = 'deq-mnist'"):
+        _run(tmp_path, "deq", [HALF_WIDTH, "fusion.aggregator=heterofl"])

@@ -224,7 +224,7 @@ def test_broken_user_weighting_is_a_clear_error():
     ("data", "fragment"),
     [
         ({"weighting": "nope"}, "fusion.weighting"),
-        ({"aggregator": "avg"}, "valid choices: fednova, krum, mean"),
+        ({"aggregator": "avg"}, "valid choices: fednova, heterofl, krum, mean"),
         ({"quality": "speed"}, "fusion.quality"),
         ({"colour": 1}, "fusion.colour"),
         ({"residual_floor": 1.0, "residual_cap": 0.5}, "residual_floor"),
@@ -247,3 +247,22 @@ def test_config_defaults_and_strictness():
     with pytest.raises(ValidationError):
         FusionConfig(weighting="nope")
     assert all(f.description for f in FusionConfig.model_fields.values())
+
+
+def test_heterofl_averages_each_entry_over_the_clients_that_trained_it():
+    full = update(1, [2.0, 4.0], [3.0], n=10)  # delta w [2, 4], b +2
+    sliced = update(2, [1.0, 0.0], [1.0], n=30)  # trained w[:1] only: w[1] holds the global 0
+    sliced.coverage = {"w": (1,), "b": (1,), "n": ()}
+    result = fuse([full, sliced], weighting="examples", aggregator="heterofl")
+    # w[0]: both clients, shares 0.25 / 0.75; w[1]: only client 1; b: both (delta +2 and 0)
+    assert torch.allclose(result.state["w"], torch.tensor([0.25 * 2 + 0.75 * 1, 4.0]))
+    assert torch.allclose(result.state["b"], torch.tensor([1.0 + 0.25 * 2]))
+    mean = fuse([full, sliced], weighting="examples", aggregator="mean")
+    assert torch.allclose(mean.state["w"], torch.tensor([1.25, 1.0]))  # w[1] diluted by client 2
+
+
+def test_heterofl_without_sliced_updates_is_the_mean():
+    updates = three(n=[10, 30, 60])
+    a = fuse(updates, weighting="examples", aggregator="heterofl")
+    b = fuse(updates, weighting="examples", aggregator="mean")
+    assert all(torch.allclose(a.state[k].double(), b.state[k].double(), atol=1e-12) for k in a.state)

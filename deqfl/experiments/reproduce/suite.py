@@ -11,8 +11,11 @@
   with homogeneous devices.
 - E2 heterogeneity: all strong (cap 8) / mixed (half at a quarter of the budget, cap 2) /
   all weak fleets;
-  DEQ with quality fusion, DEQ with FedAvg fusion, DEQ dropping the weak tier, and an
-  explicit CNN whose weak devices run a quarter of the local steps.
+  DEQ with quality fusion, DEQ with FedAvg fusion, DEQ dropping the weak tier, an
+  explicit CNN whose weak devices run a quarter of the local steps, and (mixed fleet
+  only) the CNN under HeteroFL width slicing, its weak devices training the half-width
+  sub-model (about a quarter of the multiply-accumulates). An all-weak HeteroFL fleet
+  would never train the full model's other half, so it is not run.
 - E3 fusion ablation: FedAvg, quality (residual, budget, loss), FedNova, FedProx under the
   mixed fleet and Dirichlet alpha 0.1, 0.5, 100. At alpha 0.5 (the default partition)
   FedAvg and quality-residual are E2's mixed-fleet deq-fedavg and deq-quality runs, the
@@ -67,10 +70,12 @@ FUSION_PARAMETERS = {"fednova": 1.0, "fedprox": 0.001}
 STRONG_CAP, WEAK_CAP = 8, 2  # a weak device has a quarter of the strong forward budget
 
 
-def _tiers(strong_share: float, weak_share: float, weak_fraction: float | None = None) -> str:
+def _tiers(strong_share: float, weak_share: float, weak_fraction: float | None = None,
+           weak_width: float | None = None) -> str:
     """A `fleet.tiers` override: strong (cap 8) and weak (cap 2, 4x slower per unit of
     work, a tenth of the bandwidth) tiers; for explicit models `weak_fraction` makes weak
-    devices run that fraction of their local steps instead."""
+    devices run that fraction of their local steps instead, and `weak_width` train the
+    sub-model of that width (HeteroFL)."""
     tiers = []
     if strong_share > 0:
         tiers.append(
@@ -78,6 +83,7 @@ def _tiers(strong_share: float, weak_share: float, weak_fraction: float | None =
         )
     if weak_share > 0:
         extra = f", step_fraction={weak_fraction}" if weak_fraction else ""
+        extra += f", width={weak_width}" if weak_width else ""
         tiers.append(
             f"{{name='weak', share={weak_share}, max_iter={WEAK_CAP}, speed=4e-5, bandwidth_mbps=10.0{extra}}}"
         )
@@ -85,6 +91,7 @@ def _tiers(strong_share: float, weak_share: float, weak_fraction: float | None =
 
 
 FLEETS = {"all-strong": (1.0, 0.0), "mixed": (0.5, 0.5), "all-weak": (0.0, 1.0)}
+HETEROFL_WIDTH = 0.5  # cnn-small at half width: 27% of the multiply-accumulates on 28x28
 
 
 @dataclass(frozen=True)
@@ -210,6 +217,11 @@ def _e2(dataset: str, seed: int, common: tuple[str, ...]) -> list[RunSpec]:
         runs.append(RunSpec("E2", "cnn-partial-work", dataset, seed, common + _model(models["cnn"]) + (
             _tiers(strong, weak, weak_fraction=0.25), "fusion.weighting=examples",
         ), fleet))
+        if strong > 0 and weak > 0:
+            runs.append(RunSpec("E2", "cnn-heterofl", dataset, seed, common + _model(models["cnn"]) + (
+                _tiers(strong, weak, weak_width=HETEROFL_WIDTH), "fusion.weighting=examples",
+                "fusion.aggregator=heterofl",
+            ), fleet))
     return runs
 
 

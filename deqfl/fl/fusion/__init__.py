@@ -5,7 +5,7 @@
         global_state, updates, ctx)
 
 Built-in weightings: examples, uniform, quality (q from residual, budget or loss).
-Built-in aggregators: mean, fednova, median, trimmed-mean, krum, multi-krum.
+Built-in aggregators: mean, fednova, heterofl, median, trimmed-mean, krum, multi-krum.
 Add your own with `register_weighting` / `register_aggregator`.
 """
 

@@ -36,8 +36,8 @@ class FusionConfig(BaseModel):
     )
     aggregator: str = Field(
         "mean",
-        description="How weighted deltas are combined: 'mean', 'fednova', 'median', "
-        "'trimmed-mean', 'krum', 'multi-krum', or a registered name.",
+        description="How weighted deltas are combined: 'mean', 'fednova', 'heterofl' (needed by "
+        "width-sliced tiers), 'median', 'trimmed-mean', 'krum', 'multi-krum', or a registered name.",
     )
     server_lr: float = Field(
         1.0, gt=0, description="Server step size: x_new = x + server_lr * fused delta."

@@ -2,6 +2,7 @@
 
 Which combine with the weighting (quality, examples, ...):
 - mean, fednova: yes, the weights are the averaging shares p_k.
+- heterofl: yes; each entry is averaged over the updates that trained it (width slicing).
 - median: yes, a weighted coordinate-wise median (with equal weights, the plain median).
 - trimmed-mean: trimming is by count, not weight; the surviving values are averaged with
   their weights, renormalised per coordinate.
@@ -10,6 +11,6 @@ Which combine with the weighting (quality, examples, ...):
 - krum: ignores the weights entirely (one update is selected).
 """
 
-from deqfl.fl.fusion.aggregator import fednova, krum, mean, median, trimmed_mean
+from deqfl.fl.fusion.aggregator import fednova, heterofl, krum, mean, median, trimmed_mean
 
-__all__ = ["fednova", "krum", "mean", "median", "trimmed_mean"]
+__all__ = ["fednova", "heterofl", "krum", "mean", "median", "trimmed_mean"]
