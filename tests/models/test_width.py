@@ -57,7 +57,7 @@ def test_multiply_accumulates_of_cnn_small_by_hand():
     full = build_model("cnn-small")
     assert multiply_accumulates(full, (1, 28, 28)) == conv1 + conv2 + head
     half = multiply_accumulates(narrow_model(full, 0.5), (1, 28, 28))
-    assert half == 28 * 28 * 8 * 9 + 14 * 14 * 16 * (8 * 9) + 10 * 16 * 7 * 7  # about 27% of the full
+    assert half == 28 * 28 * 8 * 9 + 14 * 14 * 16 * (8 * 9) + 10 * 16 * 7 * 7  # 28% of the full
 
 
 def test_a_deq_cannot_be_width_sliced():

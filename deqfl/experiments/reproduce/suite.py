@@ -91,7 +91,7 @@ def _tiers(strong_share: float, weak_share: float, weak_fraction: float | None =
 
 
 FLEETS = {"all-strong": (1.0, 0.0), "mixed": (0.5, 0.5), "all-weak": (0.0, 1.0)}
-HETEROFL_WIDTH = 0.5  # cnn-small at half width: 27% of the multiply-accumulates on 28x28
+HETEROFL_WIDTH = 0.5  # cnn-small at half width: 28% of the multiply-accumulates on 28x28
 
 
 @dataclass(frozen=True)
