@@ -126,6 +126,7 @@ def replies(draw, jobs):
                 local_steps=draw(st.integers(1, 5)), forward_cap=draw(st.integers(0, 16)),
                 residual=draw(st.none() | st.floats(0, math.inf)), holdout_loss=None,
                 metrics={"work_units": draw(st.floats(0, 1e6)), "train_loss": draw(junk)},
+                coverage=draw(st.none() | st.just({"w": (1, 1)}) | junk),  # the server's field, forged
             )
             if kind == "junk-fields":
                 name = draw(st.sampled_from(["client_id", "metrics", "tier", "num_examples", "momentum"]))
@@ -163,7 +164,7 @@ round_settings = st.builds(
 )
 fusions = st.builds(
     FusionConfig, weighting=st.sampled_from(["uniform", "examples", "quality"]),
-    aggregator=st.sampled_from(["mean", "median", "trimmed-mean", "krum", "multi-krum", "fednova"]),
+    aggregator=st.sampled_from(["mean", "median", "trimmed-mean", "krum", "multi-krum", "fednova", "heterofl"]),
     min_updates=st.integers(1, 3),
 )
 
@@ -192,3 +193,26 @@ def test_no_engine_reply_makes_the_round_raise(data, settings_, fusion_config):
     from deqfl.experiments.results import json_safe  # noqa: PLC0415
 
     json.dumps(json_safe(record), allow_nan=False)  # the record can always be written
+
+
+class ForgedCoverageEngine:
+    """Every client returns the global model plus 1, claiming to have trained a slice only."""
+
+    def run_clients(self, jobs, download):
+        state = {k: v + 1 if v.is_floating_point() else v.clone() for k, v in GLOBAL.items()}
+        return [
+            ClientReply(job.data.client_id, ClientUpdate(
+                client_id=job.data.client_id, tier="t", state=state, num_examples=8, local_steps=1,
+                forward_cap=0, residual=None, holdout_loss=None, coverage={"w": (1, 1)},
+            ), bytes_up=100)
+            for job in jobs
+        ]
+
+
+def test_a_client_cannot_set_its_own_coverage():
+    settings_ = RoundSettings(seed=0, fraction=1.0, min_clients=1, rule="uniform", min_cap=1, deadline_seconds=None,
+                              transport_dtype="float32", reference_cap=16, reference_tol=1e-3, options=OPTIONS)
+    fusion = Fusion(FusionConfig(weighting="examples", aggregator="heterofl"))
+    outcome = run_round(1, dict(GLOBAL), CLIENTS, TIERS, settings_, ForgedCoverageEngine(), fusion)
+    assert not outcome.record["rejected"]
+    assert torch.allclose(outcome.state["w"], GLOBAL["w"] + 1) and torch.allclose(outcome.state["b"], GLOBAL["b"] + 1)
