@@ -91,6 +91,21 @@ def test_flower_sim_carries_attacks_and_crashes(flower_env):
     assert _max_diff(tmp / "embedded", tmp / "sim") <= 1e-5
 
 
+def test_flower_sim_carries_heterofl_sub_models(flower_env):
+    """Width-sliced tiers (HeteroFL) on the Flower simulation: the ClientApp trains the
+    sub-model and the server embeds it, with the embedded engine's bytes and final model."""
+    tmp = flower_env
+    extra = ("experiment.rounds=1", "model.name=cnn-small", "fusion.weighting=examples", "fusion.aggregator=heterofl",
+             "fleet.tiers=[{name='strong', share=0.5}, {name='weak', share=0.5, width=0.5}]")
+    run_experiment(_config(tmp, 4, *extra), tmp / "embedded")
+    run_flower_simulation(_config(tmp, 4, 'experiment.engine="flower-sim"', *extra), tmp / "sim")
+    (emb,), (sim,) = read_jsonl(tmp / "embedded" / "metrics.jsonl"), read_jsonl(tmp / "sim" / "metrics.jsonl")
+    assert not emb["rejected"] and not sim["rejected"]
+    assert [(c["tier"], c["bytes_up"]) for c in emb["clients"]] == [(c["tier"], c["bytes_up"]) for c in sim["clients"]]
+    assert (emb["bytes_up"], emb["bytes_down"]) == (sim["bytes_up"], sim["bytes_down"])
+    assert _max_diff(tmp / "embedded", tmp / "sim") <= 1e-5
+
+
 def _stopped(fleet: Fleet, pids: list[int]) -> bool:
     return all(p.poll() is not None for p in fleet.procs.values()) and not any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in pids)
 
