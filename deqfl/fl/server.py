@@ -43,6 +43,7 @@ from deqfl.fl.profiles import TierConfig
 from deqfl.fl.sampling import sample_round
 from deqfl.fl.transport import encode_state
 from deqfl.fl.update import ClientUpdate
+from deqfl.fl.validation import check_state
 from deqfl.models.width import Shapes, embed_state, slice_state
 
 log = logging.getLogger(__name__)
@@ -116,9 +117,9 @@ def run_round(
             settings.rule, settings.min_cap,
         )
     download = encode_state(global_state, settings.transport_dtype)
+    sub_globals = {width: slice_state(global_state, shapes) for width, shapes in settings.sub_shapes.items()}
     download_bytes = {1.0: len(download)} | {
-        width: len(encode_state(slice_state(global_state, shapes), settings.transport_dtype))
-        for width, shapes in settings.sub_shapes.items()
+        width: len(encode_state(sub, settings.transport_dtype)) for width, sub in sub_globals.items()
     }
     jobs = [
         ClientJob(_task(round_number, clients[cid], tiers[cid], settings, len(download)), clients[cid])
@@ -146,7 +147,7 @@ def run_round(
                 tier, _work_units(reply.update), download_bytes[tier.width], _byte_count(reply.bytes_up)
             ) * slowdown(settings.faults, reply.client_id)
             update = (  # coverage is the server's to set, whatever a client sent
-                embed_sliced(reply.update, global_state, settings.sub_shapes[tier.width])
+                embed_sliced(reply.update, global_state, sub_globals[tier.width])
                 if tier.width < 1 else replace(reply.update, coverage=None)
             )
         except Exception as exc:  # noqa: BLE001 - a malformed reply must not end the round
@@ -211,20 +212,18 @@ def run_round(
     return RoundOutcome(state=result.state, record=record)
 
 
-def embed_sliced(update: ClientUpdate, global_state: Mapping[str, torch.Tensor], shapes: Shapes) -> ClientUpdate:
-    """A width-sliced update in the global shape, its `coverage` set from the tier's
-    `shapes` (the server's, not the client's); ValueError unless the returned state has
-    exactly those keys, shapes and the global dtypes."""
-    state = update.state
-    if not isinstance(state, Mapping) or set(state) != set(shapes):
-        raise ValueError("the state's keys are not the sub-model's")
-    for key, shape in shapes.items():
-        value = state[key]
-        if not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(shape):
-            raise ValueError(f"{key!r} is not a tensor of the sub-model's shape {tuple(shape)}")
-        if value.dtype != global_state[key].dtype:
-            raise ValueError(f"dtype mismatch for {key!r}: got {value.dtype}, expected {global_state[key].dtype}")
-    return replace(update, state=embed_state(state, global_state), coverage=dict(shapes))
+def embed_sliced(
+    update: ClientUpdate, global_state: Mapping[str, torch.Tensor], sub_global: Mapping[str, torch.Tensor]
+) -> ClientUpdate:
+    """A width-sliced update in the global shape, its `coverage` the shapes of the tier's
+    slice of the global state `sub_global` (the server's, not the client's). ValueError
+    unless the returned state passes `check_state` against `sub_global` (keys, shapes,
+    dtypes, finite values)."""
+    reason = check_state(sub_global, update.state)
+    if reason is not None:
+        raise ValueError(f"not the tier's sub-model: {reason}")
+    coverage = {key: tuple(value.shape) for key, value in sub_global.items()}
+    return replace(update, state=embed_state(update.state, global_state), coverage=coverage)
 
 
 def _rejected_order(entry: dict[str, Any]) -> tuple[bool, int]:

@@ -25,10 +25,6 @@ from deqfl.models.federated import federated_state
 Shapes = dict[str, tuple[int, ...]]
 
 
-def can_narrow(model: nn.Module) -> bool:
-    return callable(getattr(model, "narrowed", None))
-
-
 def narrow_model(model: nn.Module, ratio: float) -> nn.Module:
     """The width-`ratio` sub-model of `model` (a fresh module; `model` itself when ratio is
     1). ConfigError when the model cannot be sliced or the ratio is outside (0, 1]."""
@@ -36,7 +32,7 @@ def narrow_model(model: nn.Module, ratio: float) -> nn.Module:
         raise ConfigError(f"a width ratio must be in (0, 1], got {ratio!r}")
     if ratio == 1:
         return model
-    if not can_narrow(model):
+    if not callable(getattr(model, "narrowed", None)):
         raise ConfigError(
             f"{type(model).__name__} cannot be width-sliced (it has no `narrowed` method): "
             "a tier's `width` below 1 needs an explicit CNN (cnn-small, cnn-large)"

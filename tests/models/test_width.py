@@ -82,8 +82,9 @@ def test_server_embeds_a_sliced_reply_and_rejects_other_shapes():
     full = build_model("cnn-small")
     global_state = federated_state(full)
     shapes = sub_shapes(narrow_model(full, 0.5))
-    trained = {k: v + 1 for k, v in slice_state(global_state, shapes).items()}
-    embedded = embed_sliced(_reply(trained), global_state, shapes)
+    sub_global = slice_state(global_state, shapes)
+    trained = {k: v + 1 for k, v in sub_global.items()}
+    embedded = embed_sliced(_reply(trained), global_state, sub_global)
     assert embedded.coverage == shapes
     for key, value in embedded.state.items():
         assert value.shape == global_state[key].shape
@@ -92,7 +93,7 @@ def test_server_embeds_a_sliced_reply_and_rejects_other_shapes():
         outside = torch.ones_like(value, dtype=torch.bool)
         outside[region] = False
         assert torch.equal(value[outside], global_state[key][outside])
-    with pytest.raises(ValueError, match="sub-model's shape"):
-        embed_sliced(_reply(global_state), global_state, shapes)  # a full model from a narrow tier
+    with pytest.raises(ValueError, match="not the tier's sub-model: shape mismatch"):
+        embed_sliced(_reply(global_state), global_state, sub_global)  # a full model from a narrow tier
     with pytest.raises(ValueError, match="dtype mismatch"):
-        embed_sliced(_reply({k: v.double() for k, v in trained.items()}), global_state, shapes)
+        embed_sliced(_reply({k: v.double() for k, v in trained.items()}), global_state, sub_global)
