@@ -16,7 +16,7 @@ from deqfl.data import DatasetArrays
 from deqfl.fl.client import train_client
 from deqfl.fl.faults import ClientCrash
 from deqfl.fl.server import ClientJob, ClientReply
-from deqfl.fl.transport import decode_state, encode_state
+from deqfl.fl.transport import decode_state
 from deqfl.models import federated_state
 
 log = logging.getLogger(__name__)
@@ -36,13 +36,11 @@ class EmbeddedEngine:
             try:
                 received = decode_state(download, like=self._reference)
                 update = train_client(self.model, received, job.task, self.dataset, job.data)
-                upload = encode_state(update.state, self.transport_dtype)
-                update.state = decode_state(upload, like=self._reference)
-                replies.append(ClientReply(cid, update, bytes_up=len(upload)))
+                replies.append(ClientReply.from_update(update, self.transport_dtype))
             except ClientCrash as exc:  # an injected fault (deqfl.fl.faults): no traceback
                 log.warning("client %d crashed: %s", cid, exc)
-                replies.append(ClientReply(cid, None, error=f"{type(exc).__name__}: {exc}"))
+                replies.append(ClientReply.failed(cid, f"{type(exc).__name__}: {exc}"))
             except Exception as exc:  # noqa: BLE001 - a crashing client must not end the run
                 log.exception("client %d crashed", cid)
-                replies.append(ClientReply(cid, None, error=f"{type(exc).__name__}: {exc}"))
+                replies.append(ClientReply.failed(cid, f"{type(exc).__name__}: {exc}"))
         return replies

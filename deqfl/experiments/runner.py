@@ -32,6 +32,7 @@ from deqfl.fl.client import ClientData, TrainOptions
 from deqfl.fl.evaluation import anytime_curve, evaluate
 from deqfl.fl.fusion import Fusion
 from deqfl.fl.profiles import TierConfig, assign_tiers, reference_tier
+from deqfl.fl.record import RoundRecord
 from deqfl.fl.server import Engine, RoundSettings, run_round
 from deqfl.models import (
     build_model,
@@ -148,6 +149,7 @@ def _settings(fed: Federation) -> RoundSettings:
         faults=c.faults,
         privacy=c.privacy if c.privacy.enabled else None,
         sub_shapes={width: sub_shapes(sub) for width, sub in fed.sub_models.items()},
+        deq_model=find_deq(fed.model) is not None,
     )
 
 
@@ -183,8 +185,8 @@ def _distinct_tiers(tiers: list[TierConfig]) -> list[TierConfig]:
     return list(seen.values())
 
 
-def _client_accuracy(record: dict[str, Any]) -> dict[str, float | None]:
-    values = [c["holdout_accuracy"] for c in record["clients"] if c.get("holdout_accuracy") is not None]
+def _client_accuracy(record: RoundRecord) -> dict[str, float | None]:
+    values = [c.holdout_accuracy for c in record.clients if c.holdout_accuracy is not None]
     if not values:
         return {"mean": None, "p10": None}
     return {"mean": float(np.mean(values)), "p10": float(np.percentile(values, 10))}
@@ -267,21 +269,23 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
         load_federated_state(fed.model, state)
         eval_start = time.perf_counter()
         record = outcome.record
-        record.update(evaluate_global(fed, fed.x_eval, fed.y_eval))
-        record["client_accuracy"] = _client_accuracy(record)
+        for key, value in evaluate_global(fed, fed.x_eval, fed.y_eval).items():
+            setattr(record, key, value)
+        record.client_accuracy = _client_accuracy(record)
         every = config.evaluation.anytime_every
         if find_deq(fed.model) is not None and every and round_number % every == 0 and round_number != rounds:
-            record["anytime"] = _anytime(fed, fed.x_eval, fed.y_eval)
-        record["train_seconds"] = train_seconds
-        record["eval_seconds"] = time.perf_counter() - eval_start
-        record["wall_seconds"] = wall_before + time.perf_counter() - started
-        rf.append_jsonl(metrics_path, record)
+            record.anytime = _anytime(fed, fed.x_eval, fed.y_eval)
+        record.train_seconds = train_seconds
+        record.eval_seconds = time.perf_counter() - eval_start
+        record.wall_seconds = wall_before + time.perf_counter() - started
+        row = record.to_json()
+        rf.append_jsonl(metrics_path, row)
         if config.experiment.checkpoint_every and (
             round_number % config.experiment.checkpoint_every == 0 or round_number == rounds
         ):
-            save_checkpoint(out_dir, round_number, state, {"wall_seconds": record["wall_seconds"]})
+            save_checkpoint(out_dir, round_number, state, {"wall_seconds": record.wall_seconds})
         if on_round:
-            on_round(record)
+            on_round(row)
     if last < rounds:
         return {}
     return finish(fed, out_dir, state, wall_before + time.perf_counter() - started)

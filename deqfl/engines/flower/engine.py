@@ -142,7 +142,7 @@ class GridEngine:
                 else:
                     # kept while the SuperLink still lists the node; dropped once it does not
                     error = f"node {node}: no reply within {self.round_timeout:g} s (node died or timed out)"
-                reply = ClientReply(cid, None, error=error)
+                reply = ClientReply.failed(cid, error)
             if reply.error:
                 log.warning("round %d: client %d: %s", round_number, cid, reply.error)
             out.append(reply)

@@ -22,7 +22,6 @@ from deqfl.engines.flower.engine import GridEngine
 from deqfl.engines.flower.strategy import DeqflStrategy
 from deqfl.experiments.config import ExperimentConfig, validate_config
 from deqfl.experiments.runner import Federation, RoundCallback, run_experiment
-from deqfl.models import federated_state
 
 
 def run_on_grid(
@@ -37,9 +36,7 @@ def run_on_grid(
     flower = config.flower
 
     def factory(fed: Federation) -> GridEngine:
-        strategy = DeqflStrategy(
-            fed.config.to_toml(), federated_state(fed.model), message_ttl=flower.round_timeout + 60.0
-        )
+        strategy = DeqflStrategy(fed.config.to_toml(), message_ttl=flower.round_timeout + 60.0)
         return GridEngine(
             grid, strategy, fed.config.data.num_clients, flower.round_timeout,
             connect_timeout=flower.connect_timeout, query_timeout=min(30.0, flower.round_timeout),
