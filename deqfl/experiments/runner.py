@@ -22,12 +22,12 @@ import torch
 
 from deqfl.data import DatasetArrays, load_dataset, partition_indices
 from deqfl.engines.embedded import EmbeddedEngine
-from deqfl.errors import ConfigError
+from deqfl.errors import ConfigError, DeqflError, RunFailed
 from deqfl.experiments import results as rf
 from deqfl.experiments.config import ExperimentConfig, validate_config
 from deqfl.fl import privacy as dp
 from deqfl.fl.attacks import malicious_clients
-from deqfl.fl.checkpoint import load_latest_checkpoint, save_checkpoint
+from deqfl.fl.checkpoint import latest_checkpoint_round, load_latest_checkpoint, save_checkpoint
 from deqfl.fl.client import ClientData, TrainOptions
 from deqfl.fl.evaluation import anytime_curve, evaluate
 from deqfl.fl.fusion import Fusion
@@ -263,7 +263,7 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
     last = rounds if stop_after is None else min(rounds, stop_after)
     for round_number in range(first_round, last + 1):
         round_start = time.perf_counter()
-        outcome = run_round(round_number, state, fed.clients, fed.tiers, settings, engine, fusion)
+        outcome = _guarded_round(round_number, state, fed, settings, engine, fusion, out_dir)
         state = outcome.state
         train_seconds = time.perf_counter() - round_start
         load_federated_state(fed.model, state)
@@ -289,6 +289,25 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
     if last < rounds:
         return {}
     return finish(fed, out_dir, state, wall_before + time.perf_counter() - started)
+
+
+def _guarded_round(round_number, state, fed: Federation, settings, engine, fusion, out_dir: Path):
+    """`run_round`, with an unexpected error (a bug: client failures are rejections, bad
+    input fails before the first round) turned into `RunFailed`: a clear message naming the
+    round and the last checkpoint, the traceback in run.log."""
+    try:
+        return run_round(round_number, state, fed.clients, fed.tiers, settings, engine, fusion)
+    except DeqflError:
+        raise
+    except Exception as exc:
+        log.exception("round %d failed", round_number)
+        kept = latest_checkpoint_round(out_dir)
+        raise RunFailed(
+            f"round {round_number} failed on an unexpected error ({type(exc).__name__}: {str(exc)[:300]}). "
+            f"This is a bug, not a client failure, so the run stopped; "
+            + (f"its last checkpoint is round {kept}. " if kept else "it has no checkpoint yet. ")
+            + f"The traceback is in {out_dir / 'run.log'}; after a fix, `deqfl run --resume {out_dir}` continues."
+        ) from exc
 
 
 def _anytime(fed: Federation, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:

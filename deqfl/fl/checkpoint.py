@@ -69,6 +69,12 @@ def save_checkpoint(
     return final
 
 
+def latest_checkpoint_round(root: Path) -> int | None:
+    """The round of the newest checkpoint folder under `root` (not verified), or None."""
+    rounds = [int(p.name.removeprefix("round-")) for p in (root / "checkpoints").glob("round-*")]
+    return max(rounds, default=None)
+
+
 def load_latest_checkpoint(root: Path) -> Checkpoint | None:
     """The newest checkpoint that loads; older ones are tried when a newer one is corrupt."""
     folder = root / "checkpoints"
