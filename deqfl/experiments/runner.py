@@ -192,10 +192,16 @@ def _client_accuracy(record: dict[str, Any]) -> dict[str, float | None]:
     return {"mean": float(np.mean(values)), "p10": float(np.percentile(values, 10))}
 
 
+RUN_LOCATION_KEYS = {"data": {"data_dir", "cache_dir"}}
+"""Config keys that say where files are, not what the run computes: a run moved to
+another data directory is the same run, so they are left out of its identity."""
+
+
 def run_config_hash(config: ExperimentConfig) -> str:
-    """The run's identity: `json_digest` of the settings that differ from the defaults (so
-    keys added later with a default leave the hashes of earlier runs unchanged)."""
-    return json_digest(config.model_dump(mode="json", exclude_defaults=True))
+    """The run's identity, kept in its checkpoints: `json_digest` of the settings that
+    differ from the defaults (keys added later with a default leave the hashes of earlier
+    runs unchanged), without `RUN_LOCATION_KEYS`."""
+    return json_digest(config.model_dump(mode="json", exclude_defaults=True, exclude=RUN_LOCATION_KEYS))
 
 
 def prepare_run_dir(out_dir: Path, config: ExperimentConfig, resume: bool) -> None:
@@ -230,15 +236,13 @@ def prepare_run_dir(out_dir: Path, config: ExperimentConfig, resume: bool) -> No
 
 
 def _differing_keys(saved: ExperimentConfig, config: ExperimentConfig) -> list[str]:
-    """Dotted keys whose settings differ (nothing when the run hashes are equal)."""
-    if run_config_hash(saved) == run_config_hash(config):
-        return []
-    a, b = saved.model_dump(mode="json"), config.model_dump(mode="json")
+    """Dotted `section.key` names whose settings differ (none: the same run hash)."""
+    a, b = (c.model_dump(mode="json", exclude=RUN_LOCATION_KEYS) for c in (saved, config))
     return sorted(
         f"{section}.{key}" for section in a.keys() | b.keys()
-        for key in (a.get(section) or {}).keys() | (b.get(section) or {}).keys()
-        if (a.get(section) or {}).get(key) != (b.get(section) or {}).get(key)
-    ) or ["its settings"]
+        for key in a.get(section, {}).keys() | b.get(section, {}).keys()
+        if a.get(section, {}).get(key) != b.get(section, {}).get(key)
+    )
 
 
 def load_run_config(out_dir: Path) -> ExperimentConfig:
@@ -247,7 +251,11 @@ def load_run_config(out_dir: Path) -> ExperimentConfig:
     path = out_dir / "config.toml"
     if not path.exists():
         raise ConfigError(f"{out_dir} is not a run directory: {path.name} is missing")
-    return validate_config(tomllib.loads(path.read_text()), source=str(path))
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc}): not a deqfl run's config") from None
+    return validate_config(raw, source=str(path))
 
 
 EngineFactory = Callable[[Federation], Engine]

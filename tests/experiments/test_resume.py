@@ -116,3 +116,25 @@ def test_a_run_directory_with_empty_metrics_and_another_runs_checkpoints_is_not_
         with pytest.raises(ConfigError, match="holds checkpoints but no config.toml"):
             run_experiment(other, out, resume=resume)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["round-00001", "round-00002"]
+
+
+def test_the_run_hash_ignores_file_locations_and_defaults_spelled_out():
+    from deqfl.experiments.runner import run_config_hash
+
+    base = load_config(None, TINY)
+    same = [
+        load_config(None, TINY + ['data.cache_dir="/elsewhere"', 'data.data_dir="/data"']),
+        load_config(None, TINY + [f"experiment.seed={base.experiment.seed}"]),
+    ]
+    assert all(run_config_hash(c) == run_config_hash(base) for c in same)
+    for change in ("experiment.seed=1", "train.lr=0.01", 'fusion.aggregator="median"'):
+        assert run_config_hash(load_config(None, TINY + [change])) != run_config_hash(base), change
+
+
+def test_a_config_toml_that_is_not_toml_is_a_clear_error(runs, tmp_path):
+    _, config = runs
+    out = tmp_path / "garbage"
+    out.mkdir()
+    (out / "config.toml").write_text("[[[ not toml")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        run_experiment(config(), out)
