@@ -59,7 +59,7 @@ def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
     for key in sorted(tensors):
         value = tensors[key].detach().cpu().contiguous()
         h.update(f"{key}\0{value.dtype}\0{tuple(value.shape)}\0".encode())
-        h.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(memoryview(value.reshape(-1).view(torch.uint8).numpy()))
     return h.hexdigest()
 
 
@@ -94,7 +94,7 @@ class ClientStateStore:
         """Replace the client's state by `tensors` (copied to the CPU), atomically."""
         if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tensors.items()):
             raise TypeError(f"client {client_id}: a state is a dict of str -> torch.Tensor")
-        cpu = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+        cpu = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
         blob = save(cpu, metadata={DIGEST_KEY: tensor_digest(cpu)})
         final = self.path(client_id)
         tmp = self.directory / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex}"

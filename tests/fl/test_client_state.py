@@ -25,6 +25,8 @@ def test_put_then_get_is_bitwise_for_every_dtype(tmp_path):
         "bf16": torch.randn(3).to(torch.bfloat16), "i64": torch.arange(4), "mask": torch.tensor([True, False]),
         "scalar": torch.tensor(2.5), "empty": torch.empty(0),
     }
+    state["same_storage"] = state["f32"]  # shared and strided tensors are stored too
+    state["transposed"] = torch.randn(3, 4).t()
     assert store.get(3) is None
     store.put(3, state)
     assert _equal(store.get(3), state)
