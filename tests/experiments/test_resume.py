@@ -138,3 +138,31 @@ def test_a_config_toml_that_is_not_toml_is_a_clear_error(runs, tmp_path):
     (out / "config.toml").write_text("[[[ not toml")
     with pytest.raises(ConfigError, match="is not valid TOML"):
         run_experiment(config(), out)
+
+
+def test_resume_rolls_the_client_state_store_back_to_the_checkpoints(runs, tmp_path):
+    from deqfl.experiments.runner import run_config_hash
+    from deqfl.fl.checkpoint import load_latest_checkpoint, save_checkpoint
+    from deqfl.fl.client_state import ClientStateStore
+
+    root, config = runs
+    out = _copy(root, tmp_path)
+    # round 2's checkpoint as a run with client state writes it: clients 1 and 3 hold state
+    ckpt = load_latest_checkpoint(out)
+    held = {1: {"c": torch.full((5,), 1.5)}, 3: {"c": torch.arange(4.0), "n": torch.tensor([7])}}
+    staging = ClientStateStore(tmp_path / "staging")
+    for client, state in held.items():
+        staging.put(client, state)
+    save_checkpoint(out, 2, ckpt.state, ckpt.extra, client_state=staging, config_hash=run_config_hash(config()))
+    # what a crash during round 3 leaves in the live store: later states, a new client
+    live = ClientStateStore(out / "client_state")
+    live.put(1, {"c": torch.zeros(5)})
+    live.put(2, {"c": torch.ones(5)})
+    run_experiment(config(), out, resume=True)
+    assert live.clients() == [1, 3]
+    for client, state in held.items():
+        got = live.get(client)
+        assert got.keys() == state.keys() and all(torch.equal(got[k], state[k]) for k in state)
+    final = load_latest_checkpoint(out)
+    assert final.round == 4 and sorted(final.client_state.digests) == [1, 3]
+    _assert_same_run(out, root / "full")
