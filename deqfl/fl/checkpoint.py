@@ -9,9 +9,9 @@ A round-r checkpoint holds everything the run's future depends on as of round r:
                           `tensor_digest` of the model, of the rule's state and of every
                           client's state, and `checksum`: sha256 of all of the above
 
-It is written into a temporary folder, fsynced, then renamed into place (an atomic
-rename on POSIX), so a crash leaves either the whole checkpoint or none. The last `keep`
-checkpoints are kept. Nothing is unpickled: tensors are safetensors, metadata JSON.
+It is written into a temporary folder (every file fsynced), then renamed into place (an
+atomic rename on POSIX), so a crash leaves either the whole checkpoint or none. The last
+`keep` checkpoints are kept. Nothing is unpickled: tensors are safetensors, metadata JSON.
 
 Loading (`load_latest_checkpoint`) tries the newest checkpoint first and uses the first
 one that passes every check: it parses; `checksum` matches; its config hash is the run's;
@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from deqfl.errors import DeqflError
 from deqfl.fl.client_state import (
@@ -106,8 +106,8 @@ def save_checkpoint(
     tmp.mkdir()
     model = _cpu(state)
     fusion = _cpu(fusion_state or {})
-    save_file(model, str(tmp / MODEL_FILE))
-    save_file(fusion, str(tmp / FUSION_FILE))
+    _write_synced(tmp / MODEL_FILE, save(model))
+    _write_synced(tmp / FUSION_FILE, save(fusion))
     clients = client_state.snapshot(tmp / CLIENT_STATE_DIR) if client_state else None
     record = {
         "format": FORMAT,
@@ -121,10 +121,7 @@ def save_checkpoint(
         },
     }
     record["checksum"] = json_digest(record)
-    with open(tmp / STATE_FILE, "w") as fh:
-        json.dump(record, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
+    _write_synced(tmp / STATE_FILE, json.dumps(record).encode())
     _fsync_dir(tmp)
     if final.exists():
         shutil.rmtree(final)
@@ -169,6 +166,8 @@ class _Invalid(Exception):
 
 def _load(path: Path, reference: Mapping[str, torch.Tensor] | None, run_hash: str | None) -> Checkpoint:
     record = json.loads((path / STATE_FILE).read_text())
+    if not isinstance(record, dict):
+        raise _Invalid(f"{STATE_FILE} is not a JSON object")
     if "format" not in record:  # written before checksums: the model alone, unverifiable
         state = load_file(str(path / MODEL_FILE))
         _check_model(state, reference)
@@ -229,6 +228,13 @@ def _non_finite(tensors: Mapping[str, torch.Tensor]) -> str | None:
 
 def _cpu(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+
+
+def _write_synced(path: Path, blob: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(blob)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _fsync_dir(path: Path) -> None:
