@@ -3,7 +3,8 @@
 `run_experiment(config, out_dir)` builds everything from the validated config, runs the
 rounds on the chosen engine, evaluates the global model every round, checkpoints after
 every round, and writes the results files (`deqfl.experiments.results`). `resume=True`
-continues from the newest readable checkpoint; an interrupted and resumed run ends with
+continues from the newest checkpoint that passes verification (model, fusion rule state
+and client-state store, `deqfl.fl.checkpoint`); an interrupted and resumed run ends with
 the same final model as an uninterrupted one (same machine and thread count).
 """
 
@@ -27,8 +28,16 @@ from deqfl.experiments import results as rf
 from deqfl.experiments.config import ExperimentConfig, validate_config
 from deqfl.fl import privacy as dp
 from deqfl.fl.attacks import malicious_clients
-from deqfl.fl.checkpoint import latest_checkpoint_round, load_latest_checkpoint, save_checkpoint
+from deqfl.fl.checkpoint import (
+    CLIENT_STATE_DIR,
+    has_checkpoints,
+    json_digest,
+    latest_checkpoint_round,
+    load_latest_checkpoint,
+    save_checkpoint,
+)
 from deqfl.fl.client import ClientData, TrainOptions
+from deqfl.fl.client_state import ClientStateStore
 from deqfl.fl.evaluation import anytime_curve, evaluate
 from deqfl.fl.fusion import Fusion
 from deqfl.fl.profiles import TierConfig, assign_tiers, reference_tier
@@ -192,16 +201,57 @@ def _client_accuracy(record: RoundRecord) -> dict[str, float | None]:
     return {"mean": float(np.mean(values)), "p10": float(np.percentile(values, 10))}
 
 
+RUN_LOCATION_KEYS = {"data": {"data_dir", "cache_dir"}}
+"""Config keys that say where files are, not what the run computes: a run moved to
+another data directory is the same run, so they are left out of its identity."""
+
+
+def run_config_hash(config: ExperimentConfig) -> str:
+    """The run's identity, kept in its checkpoints: `json_digest` of the settings that
+    differ from the defaults (keys added later with a default leave the hashes of earlier
+    runs unchanged), without `RUN_LOCATION_KEYS`."""
+    return json_digest(config.model_dump(mode="json", exclude_defaults=True, exclude=RUN_LOCATION_KEYS))
+
+
 def prepare_run_dir(out_dir: Path, config: ExperimentConfig, resume: bool) -> None:
+    """Make `out_dir` this run's directory, or refuse (ConfigError) one that holds another
+    run's files: a `config.toml` with other settings, or checkpoints without a
+    `config.toml`. A new run (not `resume`) also refuses a directory holding rounds or
+    checkpoints of its own config: those are resumed, never silently restarted over."""
     metrics = out_dir / "metrics.jsonl"
     if not resume and metrics.exists() and rf.read_jsonl(metrics):
         raise ConfigError(
             f"{out_dir} already holds a run; resume it with `deqfl run --resume {out_dir}` "
             "or choose another --out"
         )
+    saved = out_dir / "config.toml"
+    if saved.exists():
+        differing = _differing_keys(load_run_config(out_dir), config)
+        if differing:
+            raise ConfigError(
+                f"{out_dir} holds another run: its config.toml differs from this run's config "
+                f"in {', '.join(differing[:5])}; choose another --out"
+            )
+    elif has_checkpoints(out_dir):
+        raise ConfigError(f"{out_dir} holds checkpoints but no config.toml, so not this run's; choose another --out")
+    if not resume and has_checkpoints(out_dir):
+        raise ConfigError(
+            f"{out_dir} holds checkpoints of this config's run; resume it with "
+            f"`deqfl run --resume {out_dir}` or choose another --out"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        rf.atomic_write_text(out_dir / "config.toml", config.to_toml())
+    if not resume or not saved.exists():
+        rf.atomic_write_text(saved, config.to_toml())
+
+
+def _differing_keys(saved: ExperimentConfig, config: ExperimentConfig) -> list[str]:
+    """Dotted `section.key` names whose settings differ (none: the same run hash)."""
+    a, b = (c.model_dump(mode="json", exclude=RUN_LOCATION_KEYS) for c in (saved, config))
+    return sorted(
+        f"{section}.{key}" for section in a.keys() | b.keys()
+        for key in a.get(section, {}).keys() | b.get(section, {}).keys()
+        if a.get(section, {}).get(key) != b.get(section, {}).get(key)
+    )
 
 
 def load_run_config(out_dir: Path) -> ExperimentConfig:
@@ -210,7 +260,11 @@ def load_run_config(out_dir: Path) -> ExperimentConfig:
     path = out_dir / "config.toml"
     if not path.exists():
         raise ConfigError(f"{out_dir} is not a run directory: {path.name} is missing")
-    return validate_config(tomllib.loads(path.read_text()), source=str(path))
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc}): not a deqfl run's config") from None
+    return validate_config(raw, source=str(path))
 
 
 EngineFactory = Callable[[Federation], Engine]
@@ -250,10 +304,15 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
     state = federated_state(fed.model)
     first_round, wall_before = 1, 0.0
     metrics_path = out_dir / "metrics.jsonl"
+    run_hash = run_config_hash(config)
+    client_state = ClientStateStore(out_dir / CLIENT_STATE_DIR)
+    client_state.clear()  # a new run starts empty; a resumed one is restored below
     if resume:
-        checkpoint = load_latest_checkpoint(out_dir)
+        checkpoint = load_latest_checkpoint(out_dir, reference=state, config_hash=run_hash)
         if checkpoint is not None:
             state = checkpoint.state
+            fusion.load_state_dict(checkpoint.fusion_state)
+            client_state.restore(checkpoint.client_state)
             first_round = checkpoint.round + 1
             wall_before = float(checkpoint.extra.get("wall_seconds", 0.0))
             log.info("resuming after round %d from %s", checkpoint.round, checkpoint.path)
@@ -283,7 +342,10 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
         if config.experiment.checkpoint_every and (
             round_number % config.experiment.checkpoint_every == 0 or round_number == rounds
         ):
-            save_checkpoint(out_dir, round_number, state, {"wall_seconds": record.wall_seconds})
+            save_checkpoint(
+                out_dir, round_number, state, {"wall_seconds": record.wall_seconds},
+                fusion_state=fusion.state_dict(), client_state=client_state, config_hash=run_hash,
+            )
         if on_round:
             on_round(row)
     if last < rounds:
