@@ -50,7 +50,7 @@ class DataSection(_Section):
     partition: Literal["iid", "dirichlet", "pathological", "shards", "quantity-skew"] = Field(
         "dirichlet", description="How the training set is split across clients."
     )
-    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (dirichlet only; small = skewed).")
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (dirichlet: label shares; quantity-skew: client sizes; small = skewed).")
     classes_per_client: int = Field(2, gt=0, description="Classes per client (pathological only).")
     shards_per_client: int = Field(2, gt=0, description="Shards per client (shards only).")
     holdout_fraction: float = Field(0.1, ge=0, lt=1, description="Share of each client's data held back for its local evaluation.")
