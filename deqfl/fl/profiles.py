@@ -22,6 +22,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from deqfl.deq.backward import BackwardMode, make_backward
 from deqfl.errors import ConfigError
 
 BackwardName = Literal["jfb", "ift", "phantom", "unrolled"]
@@ -75,6 +76,14 @@ class TierConfig(BaseModel):
         if (self.share is None) == (self.clients is None):
             raise ValueError(f"tier '{self.name}': give exactly one of `share` or `clients`")
         return self
+
+    def gradient_mode(self) -> BackwardMode:
+        """The tier's gradient mode: `backward_steps` is phantom's k or IFT's backward cap."""
+        options = {
+            "phantom": {"k": self.backward_steps, "tau": self.phantom_tau},
+            "ift": {"max_iter": self.backward_steps},
+        }.get(self.backward, {})
+        return make_backward(self.backward, **options)
 
 
 class FleetConfig(BaseModel):
