@@ -17,16 +17,12 @@ from __future__ import annotations
 import math
 import tomllib
 from importlib import resources
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from deqfl.deq.backward import BackwardMode, make_backward
+from deqfl.deq.backward import BackwardMode, backward_names, make_backward
 from deqfl.errors import ConfigError
-
-BackwardName = Literal["jfb", "ift", "phantom", "unrolled"]
-
 
 class TierConfig(BaseModel):
     """One class of devices. Units of `speed`: simulated seconds per unit of work, where a
@@ -44,7 +40,9 @@ class TierConfig(BaseModel):
     )
     max_iter: int = Field(16, gt=0, description="Forward solver iteration cap during training.")
     tol: float = Field(1e-3, gt=0, description="Forward solver relative-residual tolerance.")
-    backward: BackwardName = Field("jfb", description="Gradient mode: jfb, ift, phantom, unrolled.")
+    backward: str = Field(
+        "jfb", description="Gradient mode: a registered name (jfb, ift, phantom, unrolled; `deqfl.deq.backward`)."
+    )
     backward_steps: int = Field(
         5, gt=0, description="Phantom steps k, or the IFT backward solver's iteration cap."
     )
@@ -70,6 +68,13 @@ class TierConfig(BaseModel):
         None, gt=0,
         description="Simulated seconds per round; if set the forward cap is the largest that fits.",
     )
+
+    @field_validator("backward")
+    @classmethod
+    def _registered_backward(cls, name: str) -> str:
+        if name not in backward_names():
+            raise ValueError(f"unknown gradient mode {name!r}; use one of {backward_names()}")
+        return name
 
     @model_validator(mode="after")
     def _share_or_clients(self) -> "TierConfig":
