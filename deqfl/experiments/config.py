@@ -23,6 +23,7 @@ from deqfl.fl.faults import FaultsConfig
 from deqfl.fl.fusion import FusionConfig
 from deqfl.fl.privacy import PrivacyConfig, check_fusion
 from deqfl.fl.profiles import FleetConfig
+from deqfl.models import list_models, validate_model_options
 
 
 class _Section(BaseModel):
@@ -148,7 +149,20 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> ExperimentCo
         raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines)) from None
     _check_reliability(config, source)
     _check_width_slicing(config, source)
+    _check_model_options(config, source)
     return config
+
+
+def _check_model_options(config: ExperimentConfig, source: str) -> None:
+    """`model.name` is registered and `model.options` fit its builder's typed options
+    (`deqfl.models.options`), checked before any data loads."""
+    if config.model.name not in list_models():
+        raise ConfigError(f"invalid {source}:\n  model.name: unknown model {config.model.name!r}; "
+                          f"registered models: {', '.join(list_models())}")
+    try:
+        validate_model_options(config.model.name, config.model.options)
+    except ConfigError as exc:
+        raise ConfigError(f"invalid {source}:\n  model.options: {exc}") from None
 
 
 def _check_width_slicing(config: ExperimentConfig, source: str) -> None:
