@@ -171,3 +171,7 @@ def resnet_small(input_shape, num_classes, *, widths, pool):
 @register_model("resnet-large", options=ResNetLargeOptions)
 def resnet_large(input_shape, num_classes, *, widths, pool):
     return ResNet(input_shape, num_classes, tuple(widths), pool)
+
+
+BUILTIN_MODELS: tuple[str, ...] = tuple(_REGISTRY)
+"""The models deqfl itself registers (documented in docs/CONFIG.md)."""
