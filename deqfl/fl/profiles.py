@@ -17,10 +17,12 @@ from __future__ import annotations
 import math
 import tomllib
 from importlib import resources
+from typing import ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from deqfl.aliases import reject_both_names, renamed_field
 from deqfl.deq.backward import BackwardMode, backward_names, make_backward
 from deqfl.errors import ConfigError
 
@@ -38,7 +40,11 @@ class TierConfig(BaseModel):
     clients: list[int] | None = Field(
         None, description="Explicit client ids in this tier (instead of `share`)."
     )
-    max_iter: int = Field(16, gt=0, description="Forward solver iteration cap during training.")
+    renamed: ClassVar[dict[str, str]] = {"max_iter": "forward_cap"}
+    forward_cap: int = renamed_field(
+        "forward_cap", "max_iter", 16, gt=0,
+        description="Forward solver iteration cap during training (old name, still accepted: max_iter).",
+    )
     tol: float = Field(1e-3, gt=0, description="Forward solver relative-residual tolerance.")
     backward: str = Field(
         "jfb", description="Gradient mode: a registered name (jfb, ift, phantom, unrolled; `deqfl.deq.backward`)."
@@ -68,6 +74,16 @@ class TierConfig(BaseModel):
         None, gt=0,
         description="Simulated seconds per round; if set the forward cap is the largest that fits.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: object) -> object:
+        return reject_both_names(data, cls.renamed)
+
+    @property
+    def max_iter(self) -> int:
+        """The old name of `forward_cap`, read by code that predates it."""
+        return self.forward_cap
 
     @field_validator("backward")
     @classmethod
@@ -177,4 +193,4 @@ def assign_tiers(num_clients: int, tiers: list[TierConfig], seed: int) -> list[T
 
 def reference_tier(tiers: list[TierConfig]) -> TierConfig:
     """The strongest tier: the largest forward cap (ties: the first listed)."""
-    return max(tiers, key=lambda t: t.max_iter)
+    return max(tiers, key=lambda t: t.forward_cap)
