@@ -1,10 +1,10 @@
-"""Batched fixed-point solvers: find z* with z* = f(z*), one independent problem per sample.
+"""What every solver shares: its config, statistics, result, bookkeeping and registry.
 
 Every solver is a pure function `solver(f, z0, config, trace=False) -> SolverResult` over a
 closure `f` that maps a batch `(B, ...)` to a batch of the same shape, registered under its
-`config.method` name with `@register_solver(name)` (one file per solver in this package;
-`solve` dispatches by name). Samples must not
-interact through `f` (GroupNorm, convolutions and per-sample maps are fine; BatchNorm is not).
+`config.method` name with `@register_solver(name)` (one file per solver in this package);
+`solve` dispatches by name. Samples must not interact through `f` (GroupNorm, convolutions
+and per-sample maps are fine; BatchNorm is not).
 
 Contract shared by all solvers:
 
