@@ -124,6 +124,7 @@ def _partition_params(config: ExperimentConfig) -> dict[str, Any]:
         "dirichlet": {"alpha": data.alpha},
         "pathological": {"classes_per_client": data.classes_per_client},
         "shards": {"shards_per_client": data.shards_per_client},
+        "quantity-skew": {"alpha": data.alpha},
     }.get(data.partition, {})
 
 
