@@ -92,8 +92,8 @@ class Registry(Generic[T]):
         return self._flags[name]
 
     def having(self, flag: str) -> list[str]:
-        """Sorted names of the entries whose `flag` is set."""
-        return [n for n in self.names() if getattr(self._flags[n], flag)]
+        """Names of the entries whose `flag` is set, in registration order."""
+        return [n for n in self._items if getattr(self._flags[n], flag)]
 
     def unknown(self, name: object) -> str:
         return f"{self.key}: unknown choice {name!r}; valid choices: {', '.join(self.names())}"
