@@ -233,6 +233,8 @@ def test_state_dict_returns_copies():
         ({"server_optimizer/step": torch.tensor(1.0)}, "torch.int64"),
         ({"server_optimizer/v/x": torch.tensor([1.0, float("nan")], dtype=torch.float64)}, "non-finite"),
         ({"server_optimizer/step": [1]}, "expected a scalar"),
+        ({"server_optimizer/m/x": torch.zeros(4, dtype=torch.float64),
+          "server_optimizer/v/x": torch.zeros(4, dtype=torch.float64)}, r"incomplete state.*\['step'\]"),
     ],
 )
 def test_a_bad_state_dict_is_a_clear_error(state_dict, message):
@@ -242,6 +244,9 @@ def test_a_bad_state_dict_is_a_clear_error(state_dict, message):
 
 def test_state_for_another_model_is_a_clear_error():
     fusion = Fusion(config("fedyogi"))
-    fusion.load_state_dict({"server_optimizer/m/y": torch.zeros(4, dtype=torch.float64)})
+    zeros = torch.zeros(4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="incomplete state"):
+        fusion.load_state_dict({"server_optimizer/m/y": zeros})
+    fusion.load_state_dict({"server_optimizer/m/y": zeros, "server_optimizer/v/y": zeros})
     with pytest.raises(ValueError, match=r"holds keys \['y'\].*has \['x'\]"):
         run_rounds(fusion, DELTAS[:1])

@@ -152,6 +152,9 @@ class FusionConfig(BaseModel):
                 lines.append(f"{key}: {err['msg']}")
             raise ConfigError("invalid fusion config:\n  " + "\n  ".join(lines)) from None
 
+    def __hash__(self) -> int:  # server_optimizer_options is a dict
+        return hash(self.model_dump_json())
+
     def optimizer_options(self) -> OptimizerOptions:
         """The chosen server optimiser's typed options (sgd: lr = server_lr)."""
         options = dict(self.server_optimizer_options)

@@ -21,7 +21,7 @@ register is refused under DP and with width-sliced tiers until you declare other
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from deqfl.errors import ConfigError
@@ -48,10 +48,6 @@ class Capabilities:
     tiers; aggregators only)."""
     stateful: bool = False
     """Keeps state between rounds, saved in checkpoints via `Fusion.state_dict()`."""
-
-    @classmethod
-    def names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
 
 
 class Registry(Generic[T]):

@@ -67,8 +67,8 @@ class ServerOptimizer(ABC):
         self._state = step.state
 
     def buffer(self, name: str, delta: Mapping[str, torch.Tensor]) -> Tensors:
-        """Buffer `name` per key of `delta` (zeros before the first step); ValueError
-        when the state was made for other keys (a model/state mismatch is a bug)."""
+        """Buffer `name` per key of `delta`, on its device (zeros before the first step);
+        ValueError when the state was made for other keys (a model/state mismatch)."""
         held = {k.partition("/")[2]: v for k, v in self._state.items() if k.startswith(name + "/")}
         if not held:
             return {k: torch.zeros_like(d) for k, d in delta.items()}
@@ -77,7 +77,7 @@ class ServerOptimizer(ABC):
                 f"server optimiser state {name!r} holds keys {sorted(held)}, but the fused "
                 f"delta has {sorted(delta)}"
             )
-        return held
+        return {k: held[k].to(d.device) for k, d in delta.items()}
 
     def scalar(self, name: str) -> int:
         """Counter `name` (0 before the first step)."""
@@ -105,7 +105,21 @@ class ServerOptimizer(ABC):
             if not scalar and not bool(torch.isfinite(value).all()):
                 raise ValueError(f"server optimiser state {key!r} has non-finite values")
             loaded[key] = value.detach().clone()
+        self._check_complete(loaded)
         self._state = loaded
+
+    def _check_complete(self, state: Tensors) -> None:
+        """Every buffer over the same keys, and the counters present, or nothing at all."""
+        if not state:
+            return
+        key_sets = [{k.partition("/")[2] for k in state if k.startswith(b + "/")} for b in self.BUFFERS]
+        same = all(keys and keys == key_sets[0] for keys in key_sets)
+        if not same or not all(s in state for s in self.SCALARS):
+            raise ValueError(
+                f"server optimiser {type(self).__name__}: incomplete state; expected buffers "
+                f"{list(self.BUFFERS)} over the same keys and counters {list(self.SCALARS)}, got "
+                f"{sorted(state)}"
+            )
 
 
 def flat(**groups: Mapping[str, torch.Tensor] | torch.Tensor) -> Tensors:
