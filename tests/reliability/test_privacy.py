@@ -117,14 +117,6 @@ def test_the_wrapper_equals_the_central_fuse_function():
     assert (old.weights, old.adjusted, old.rejected) == (new.weights, new.adjusted, new.rejected)
 
 
-def test_central_dp_refuses_a_rule_it_does_not_compute():
-    from deqfl.errors import ConfigError  # noqa: PLC0415
-    from deqfl.fl.fusion import CentralDPFusion, Fusion  # noqa: PLC0415
-
-    with pytest.raises(ConfigError, match="flagged central_dp"):
-        CentralDPFusion(Fusion(FusionConfig(weighting="uniform", aggregator="median")), PrivacyConfig(mode="central"), 2.0, 0)
-
-
 def test_central_dp_with_server_momentum_keeps_and_restores_its_state():
     from deqfl.errors import ConfigError  # noqa: PLC0415
     from deqfl.fl.fusion import make_fusion  # noqa: PLC0415

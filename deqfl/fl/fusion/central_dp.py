@@ -12,8 +12,9 @@ with clip_C(u) = u * min(1, C / ||u||), m = `expected_clients` fixed (weights 1/
 noise seeded by (seed, round). Validation drops the adaptive norm bound (clipping
 replaces it) and there is no `min_updates` skip: a round with no valid update still takes
 the noisy step. The server optimiser only post-processes d, so any optimiser, stateful or
-not, keeps the guarantee. The inner rule must be one central DP computes: a weighting and
-an aggregator flagged `central_dp` (uniform, mean); ConfigError otherwise.
+not, keeps the guarantee. The inner weighting and aggregator are not used: the config
+check (`deqfl.fl.privacy.check_fusion`) admits only rules flagged `central_dp` (uniform,
+mean), which this aggregate computes.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from deqfl.fl.fusion.compat import check_dp
 from deqfl.fl.fusion.config import FusionConfig
 from deqfl.fl.fusion.fusion import Combined, Fusion, FusionResult
 from deqfl.fl.update import FusionContext
@@ -55,7 +55,6 @@ class CentralDPFusion:
     def __init__(self, inner: Fusion, privacy: PrivacyConfig, expected_clients: float, seed: int) -> None:
         if privacy.mode != "central":
             raise ValueError(f"CentralDPFusion needs privacy.mode='central', got {privacy.mode!r}")
-        check_dp("central", inner.config)
         self.inner = inner
         self.privacy = privacy
         self.expected_clients = float(expected_clients)
