@@ -22,6 +22,7 @@ from deqfl.errors import ConfigError
 from deqfl.fl.attacks import AttackConfig
 from deqfl.fl.faults import FaultsConfig
 from deqfl.fl.fusion import FusionConfig
+from deqfl.fl.fusion.compat import coverage_aggregators
 from deqfl.fl.privacy import PrivacyConfig, check_fusion
 from deqfl.fl.profiles import FleetConfig
 from deqfl.models import list_models, validate_model_options
@@ -189,10 +190,11 @@ def _check_width_slicing(config: ExperimentConfig, source: str) -> None:
     """Width-sliced tiers (HeteroFL) need the aggregator that averages each entry over the
     clients that trained it; the model's side is checked when the run builds it."""
     sliced = [t for t in config.fleet.resolved_tiers() if t.width < 1]
-    if sliced and config.fusion.aggregator != "heterofl":
+    if sliced and config.fusion.aggregator not in coverage_aggregators():
+        choices = " or ".join(f"'{name}'" for name in coverage_aggregators())
         raise ConfigError(
             f"invalid {source}:\n  fleet.tiers '{sliced[0].name}': width {sliced[0].width:g} (a HeteroFL sub-model) "
-            f"needs fusion.aggregator = 'heterofl', which averages each entry over the clients that trained it; "
+            f"needs fusion.aggregator = {choices}, which averages each entry over the clients that trained it; "
             f"got '{config.fusion.aggregator}'"
         )
 

@@ -95,3 +95,51 @@ def test_a_central_dp_run_reports_epsilon_every_round(run_small):
     assert summary["privacy"]["sample_rate"] == 0.6 and summary["privacy"]["mode"] == "central"
     for r in records:
         assert all(c["weight"] == pytest.approx(1 / 3) for c in r["clients"])  # 1/m, m = 0.6 * 5
+
+
+def test_make_fusion_wraps_only_central_dp():
+    from deqfl.fl.fusion import CentralDPFusion, Fusion, make_fusion  # noqa: PLC0415
+
+    assert type(make_fusion(UNIFORM, None, 3.0, 0)) is Fusion
+    assert type(make_fusion(UNIFORM, PrivacyConfig(mode="local"), 3.0, 0)) is Fusion
+    wrapped = make_fusion(UNIFORM, PrivacyConfig(mode="central"), 3.0, 0)
+    assert isinstance(wrapped, CentralDPFusion) and wrapped.config is UNIFORM and wrapped.inner.config is UNIFORM
+
+
+def test_the_wrapper_equals_the_central_fuse_function():
+    from deqfl.fl.fusion import make_fusion  # noqa: PLC0415
+
+    dp = PrivacyConfig(mode="central", clip_norm=1.0, noise_multiplier=0.7)
+    updates = [update(0, 0.01), update(1, 10.0), update(2, 1.0, nan=True)]
+    old = central_fuse(GLOBAL, updates, CTX, UNIFORM, dp, expected_clients=4, seed=3)
+    new = make_fusion(UNIFORM, dp, 4, 3).fuse(GLOBAL, updates, CTX)
+    assert all(torch.equal(old.state[k], new.state[k]) for k in GLOBAL)
+    assert (old.weights, old.adjusted, old.rejected) == (new.weights, new.adjusted, new.rejected)
+
+
+def test_central_dp_with_server_momentum_keeps_and_restores_its_state():
+    from deqfl.errors import ConfigError  # noqa: PLC0415
+    from deqfl.fl.fusion import make_fusion  # noqa: PLC0415
+
+    config = FusionConfig(weighting="uniform", aggregator="mean", server_optimizer="fedavgm",
+                          server_optimizer_options={"lr": 1.0, "momentum": 0.5})
+    dp = PrivacyConfig(mode="central", clip_norm=1.0, noise_multiplier=0.0)
+    fusion = make_fusion(config, dp, expected_clients=2, seed=0)
+    # one client per round, delta 1.0 everywhere (norm sqrt(20)): clipped to 1/sqrt(20) per entry, then / m = 2
+    d = 1 / math.sqrt(20) / 2
+    first = fusion.fuse(GLOBAL, [update(0, 1.0)], CTX)
+    assert torch.allclose(first.state["w"], torch.full((4, 5), d), atol=1e-7)  # v = d
+    saved = fusion.state_dict()
+    assert torch.allclose(saved["server_optimizer/momentum/w"], torch.full((4, 5), d, dtype=torch.float64))
+    moved = {"w": first.state["w"] + 1.0, "b": first.state["b"], "n": torch.tensor(1)}
+    upd = update(1, 0.0)
+    upd.state = moved
+    second = fusion.fuse(first.state, [upd], CTX)
+    assert torch.allclose(second.state["w"], first.state["w"] + (0.5 * d + d), atol=1e-7)  # v = 0.5 d + d
+    again = make_fusion(config, dp, expected_clients=2, seed=0)
+    again.load_state_dict(saved)
+    assert torch.equal(again.fuse(first.state, [upd], CTX).state["w"], second.state["w"])
+    empty = make_fusion(config, dp, expected_clients=2, seed=0).fuse(GLOBAL, [], CTX)
+    assert not empty.skipped  # no valid update: the (noise-only) step is still taken
+    with pytest.raises(ConfigError, match="make_fusion"):
+        central_fuse(GLOBAL, [], CTX, config, dp, expected_clients=2, seed=0)
