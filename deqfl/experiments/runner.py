@@ -39,7 +39,7 @@ from deqfl.fl.checkpoint import (
 from deqfl.fl.client import ClientData, TrainOptions
 from deqfl.fl.client_state import ClientStateStore
 from deqfl.fl.evaluation import anytime_curve, evaluate
-from deqfl.fl.fusion import Fusion
+from deqfl.fl.fusion import make_fusion
 from deqfl.fl.profiles import TierConfig, assign_tiers, reference_tier
 from deqfl.fl.record import RoundRecord
 from deqfl.fl.server import Engine, RoundSettings, run_round
@@ -160,6 +160,7 @@ def _settings(fed: Federation) -> RoundSettings:
         privacy=c.privacy if c.privacy.enabled else None,
         sub_shapes={width: sub_shapes(sub) for width, sub in fed.sub_models.items()},
         deq_model=find_deq(fed.model) is not None,
+        jacobian_probes=getattr(find_deq(fed.model), "jac_reg_samples", 0),
     )
 
 
@@ -299,7 +300,9 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
     started = time.perf_counter()
     rf.git_commit()  # the code this process runs, before anyone can move HEAD (cached)
     fed = build_federation(config)
-    fusion = Fusion(config.fusion)
+    privacy = config.privacy if config.privacy.enabled else None
+    eligible = dp.eligible_clients(fed.tiers, config.sampling.rule, config.sampling.min_cap)
+    fusion = make_fusion(config.fusion, privacy, config.sampling.fraction * len(eligible), config.experiment.seed)
     settings = _settings(fed)
     engine = engine_factory(fed)
     state = federated_state(fed.model)

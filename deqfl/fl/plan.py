@@ -54,6 +54,8 @@ class RoundSettings:
     deq_model: bool = True
     """Whether the model solves a fixed point (a client's forward cap is then its task's;
     0 for explicit models)."""
+    jacobian_probes: int = 0
+    """The DEQ's Jacobian-penalty probes per sample (`jac_reg_samples`), for the planner."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ def _task(round_number: int, data: ClientData, tier: TierConfig, s: RoundSetting
         cap = cap_for_time_budget(
             tier, samples, min(s.options.residual_samples, len(data.train_indices)),
             s.reference_cap, payload, payload,
+            holdout_samples=len(data.holdout_indices), jacobian_probes=s.jacobian_probes,
         )
     cid = data.client_id
     return ClientTask(

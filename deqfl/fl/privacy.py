@@ -49,18 +49,16 @@ import dataclasses
 import functools
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from deqfl.errors import ConfigError
-from deqfl.fl.fusion import CentralDPFusion, Fusion, FusionConfig, FusionContext, FusionResult
+from deqfl.fl.fusion import FusionConfig
 from deqfl.fl.fusion.central_dp import SEED_TAG, clip_factor, noise_generator
 from deqfl.fl.fusion.compat import check_dp
-from deqfl.fl.fusion.registry import OPTIMIZERS
 from deqfl.fl.profiles import TierConfig
 from deqfl.fl.sampling import RoundSample
 from deqfl.fl.update import ClientUpdate
@@ -122,26 +120,6 @@ def poisson_sample(
         selected=[c for c, a in zip(chosen, answers) if a < tiers[c].availability],
         unavailable=[c for c, a in zip(chosen, answers) if a >= tiers[c].availability],
     )
-
-
-def central_fuse(
-    global_state: Mapping[str, torch.Tensor],
-    updates: Sequence[object],
-    ctx: FusionContext,
-    fusion: FusionConfig,
-    privacy: PrivacyConfig,
-    expected_clients: float,
-    seed: int,
-) -> FusionResult:
-    """One DP-FedAvg step by a fresh `CentralDPFusion` (kept for the server's current call
-    site; use `deqfl.fl.fusion.make_fusion` once, for the run, instead). Holds no state
-    across calls, so a stateful server optimiser is refused (ConfigError)."""
-    if OPTIMIZERS.flags(fusion.server_optimizer).stateful:
-        raise ConfigError(
-            f"fusion.server_optimizer='{fusion.server_optimizer}' keeps state between rounds; "
-            "central DP must then be built once per run with deqfl.fl.fusion.make_fusion"
-        )
-    return CentralDPFusion(Fusion(fusion), privacy, expected_clients, seed).fuse(global_state, updates, ctx)
 
 
 def privatize_local(

@@ -25,7 +25,7 @@ import torch
 
 from deqfl.fl import privacy as dp
 from deqfl.fl.client import ClientData
-from deqfl.fl.fusion import Fusion, FusionContext, FusionResult
+from deqfl.fl.fusion import CentralDPFusion, Fusion, FusionContext, FusionResult
 from deqfl.fl.intake import Intake, take_in
 from deqfl.fl.plan import ClientJob, RoundPlan, RoundSettings, plan_round
 from deqfl.fl.profiles import TierConfig
@@ -53,7 +53,7 @@ def run_round(
     tiers: list[TierConfig],
     settings: RoundSettings,
     engine: Engine,
-    fusion: Fusion,
+    fusion: Fusion | CentralDPFusion,
 ) -> RoundOutcome:
     plan = plan_round(round_number, global_state, clients, tiers, settings)
     replies = engine.run_clients(plan.jobs, plan.download)
@@ -66,17 +66,8 @@ def run_round(
         reference_cap=settings.reference_cap,
         known_num_examples={c.client_id: len(c.train_indices) for c in clients},
     )
-    result = _fuse(global_state, intake, context, tiers, settings, fusion)
+    result = fusion.fuse(global_state, intake.updates, context)
     return RoundOutcome(state=result.state, record=_record(plan, intake, result, settings))
-
-
-def _fuse(global_state, intake: Intake, context: FusionContext, tiers, settings: RoundSettings, fusion: Fusion) -> FusionResult:
-    if settings.privacy is not None and settings.privacy.mode == "central":
-        expected = settings.fraction * len(dp.eligible_clients(tiers, settings.rule, settings.min_cap))
-        return dp.central_fuse(
-            global_state, intake.updates, context, fusion.config, settings.privacy, expected, settings.seed
-        )
-    return fusion.fuse(global_state, intake.updates, context)
 
 
 def _record(plan: RoundPlan, intake: Intake, result: FusionResult, settings: RoundSettings) -> RoundRecord:

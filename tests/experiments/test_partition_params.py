@@ -1,6 +1,5 @@
 """The config's partition parameters reach the partitioner (`client_partition`)."""
 
-import json
 
 import pytest
 

@@ -9,7 +9,8 @@ import torch
 
 from deqfl.experiments.results import read_jsonl
 from deqfl.fl.fusion import ClientUpdate, FusionConfig, FusionContext
-from deqfl.fl.privacy import PrivacyConfig, central_fuse, epsilon, poisson_sample, privatize_local
+from deqfl.fl.fusion import make_fusion as central_dp
+from deqfl.fl.privacy import PrivacyConfig, epsilon, poisson_sample, privatize_local
 from deqfl.fl.profiles import TierConfig
 
 GLOBAL = {"w": torch.zeros(4, 5), "b": torch.zeros(5), "n": torch.tensor(1)}
@@ -28,7 +29,7 @@ def update(client: int, scale: float, nan: bool = False) -> ClientUpdate:
 def test_central_step_clips_each_update_and_divides_by_the_fixed_sample_size():
     dp = PrivacyConfig(mode="central", clip_norm=1.0, noise_multiplier=0.0)
     updates = [update(0, 0.01), update(1, 10.0), update(2, 1.0, nan=True)]  # norms 0.045, 44.7, NaN
-    result = central_fuse(GLOBAL, updates, CTX, UNIFORM, dp, expected_clients=4, seed=0)
+    result = central_dp(UNIFORM, dp, 4, 0).fuse(GLOBAL, updates, CTX)
     assert [r["client"] for r in result.rejected] == [2]
     expected = (torch.full((4, 5), 0.01) + torch.full((4, 5), 10.0) / math.sqrt(20) / 10.0) / 4
     assert torch.allclose(result.state["w"], expected, atol=1e-7)
@@ -38,11 +39,11 @@ def test_central_step_clips_each_update_and_divides_by_the_fixed_sample_size():
 
 def test_central_noise_is_seeded_and_scaled_and_taken_even_without_updates():
     dp = PrivacyConfig(mode="central", clip_norm=2.0, noise_multiplier=1.5)
-    a = central_fuse(GLOBAL, [], CTX, UNIFORM, dp, expected_clients=1, seed=0).state["w"]
-    b = central_fuse(GLOBAL, [], CTX, UNIFORM, dp, expected_clients=1, seed=0).state["w"]
-    c = central_fuse(GLOBAL, [], CTX, UNIFORM, dp, expected_clients=1, seed=1).state["w"]
+    a = central_dp(UNIFORM, dp, 1, 0).fuse(GLOBAL, [], CTX).state["w"]
+    b = central_dp(UNIFORM, dp, 1, 0).fuse(GLOBAL, [], CTX).state["w"]
+    c = central_dp(UNIFORM, dp, 1, 1).fuse(GLOBAL, [], CTX).state["w"]
     assert torch.equal(a, b) and not torch.equal(a, c)
-    big = central_fuse({"w": torch.zeros(200, 200)}, [], CTX, UNIFORM, dp, expected_clients=1, seed=0).state["w"]
+    big = central_dp(UNIFORM, dp, 1, 0).fuse({"w": torch.zeros(200, 200)}, [], CTX).state["w"]
     assert float(big.std()) == pytest.approx(3.0, rel=0.05)
 
 
@@ -106,19 +107,7 @@ def test_make_fusion_wraps_only_central_dp():
     assert isinstance(wrapped, CentralDPFusion) and wrapped.config is UNIFORM and wrapped.inner.config is UNIFORM
 
 
-def test_the_wrapper_equals_the_central_fuse_function():
-    from deqfl.fl.fusion import make_fusion  # noqa: PLC0415
-
-    dp = PrivacyConfig(mode="central", clip_norm=1.0, noise_multiplier=0.7)
-    updates = [update(0, 0.01), update(1, 10.0), update(2, 1.0, nan=True)]
-    old = central_fuse(GLOBAL, updates, CTX, UNIFORM, dp, expected_clients=4, seed=3)
-    new = make_fusion(UNIFORM, dp, 4, 3).fuse(GLOBAL, updates, CTX)
-    assert all(torch.equal(old.state[k], new.state[k]) for k in GLOBAL)
-    assert (old.weights, old.adjusted, old.rejected) == (new.weights, new.adjusted, new.rejected)
-
-
 def test_central_dp_with_server_momentum_keeps_and_restores_its_state():
-    from deqfl.errors import ConfigError  # noqa: PLC0415
     from deqfl.fl.fusion import make_fusion  # noqa: PLC0415
 
     config = FusionConfig(weighting="uniform", aggregator="mean", server_optimizer="fedavgm",
@@ -141,5 +130,3 @@ def test_central_dp_with_server_momentum_keeps_and_restores_its_state():
     assert torch.equal(again.fuse(first.state, [upd], CTX).state["w"], second.state["w"])
     empty = make_fusion(config, dp, expected_clients=2, seed=0).fuse(GLOBAL, [], CTX)
     assert not empty.skipped  # no valid update: the (noise-only) step is still taken
-    with pytest.raises(ConfigError, match="make_fusion"):
-        central_fuse(GLOBAL, [], CTX, config, dp, expected_clients=2, seed=0)

@@ -105,15 +105,6 @@ class Fusion:
         self.aggregator = AGGREGATORS.get(self.config.aggregator)
         self.optimizer = make_optimizer(self.config)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The rule's state between rounds, for checkpoints (stub: no state yet)."""
-        return {}
-
-    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Restore `state_dict()`'s output (stub: only the empty state is accepted)."""
-        if state:
-            raise ValueError(f"this fusion rule holds no state, got keys {sorted(state)}")
-
     def fuse(
         self,
         global_state: Mapping[str, torch.Tensor],
