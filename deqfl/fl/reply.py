@@ -37,7 +37,7 @@ SERVER_FIELDS = ("state", "coverage")
 the coverage is the server's to set."""
 
 
-class ReplyError(ClientFailure):
+class ReplyError(ClientFailure, ValueError):
     """A reply the server cannot use: it becomes a rejection with this message."""
 
 

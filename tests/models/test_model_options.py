@@ -18,10 +18,11 @@ from deqfl.models import (
     validate_model_options,
 )
 from deqfl.models.options import DEQOptions
+from deqfl.models.registry import BUILTIN_MODELS
 
 
 def test_every_builtin_builder_declares_typed_options():
-    for name in list_models():
+    for name in BUILTIN_MODELS:
         schema = model_options(name)
         assert issubclass(schema, ModelOptions)
         assert schema.model_fields, name

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from deqfl.errors import ConfigError
-from deqfl.fl.server import embed_sliced
+from deqfl.fl.intake import embed_sliced
 from deqfl.fl.update import ClientUpdate
 from deqfl.models import build_model, federated_state, load_federated_state
 from deqfl.models.explicit import ScaledReLU
