@@ -57,6 +57,7 @@ def _flower_simulation(
     from deqfl.engines.flower.simulation import run_in_simulation  # noqa: PLC0415 - the flower extra
     from deqfl.experiments.flower_app import client_app, flower_run, grid_engines  # noqa: PLC0415
 
+    prepare_run_dir(out_dir, config, resume)  # fail on a used directory before Ray starts
     return run_in_simulation(
         flower_run(config), client_app,
         lambda grid: run_rounds(config, out_dir, resume, on_round, stop_after, grid_engines(grid, config)),

@@ -15,6 +15,7 @@ pytest.importorskip("flwr")
 from safetensors.torch import load_file  # noqa: E402
 
 from deqfl.engines.flower.fleet import Fleet, _children, make_certs  # noqa: E402
+from deqfl.errors import ConfigError  # noqa: E402
 from deqfl.experiments.config import load_config  # noqa: E402
 from deqfl.experiments.engines import run_on_superlink  # noqa: E402
 from deqfl.experiments.flower_app import APP_TOML  # noqa: E402
@@ -75,6 +76,22 @@ def test_flower_sim_matches_embedded(flower_env):
     assert _weights(tmp / "embedded") == _weights(tmp / "sim")
     emb, sim = read_jsonl(tmp / "embedded" / "metrics.jsonl"), read_jsonl(tmp / "sim" / "metrics.jsonl")
     assert [(r["bytes_up"], r["bytes_down"], r["rejected"]) for r in emb] == [(r["bytes_up"], r["bytes_down"], r["rejected"]) for r in sim]
+
+
+def test_run_experiment_runs_the_configs_flower_simulation(flower_env):
+    """`run_experiment` honours experiment.engine = "flower-sim" (issue 15; it ran the
+    embedded engine): the clients train in Flower's ClientApp on Ray, which alone writes
+    the partition cache and Ray's session folder; a used run directory is refused first."""
+    tmp = flower_env
+    config = _config(tmp, 2, 'experiment.engine="flower-sim"', "experiment.rounds=1")
+    seen = []
+    summary = run_experiment(config, tmp / "sim", on_round=seen.append)
+    assert summary["engine"] == "flower-sim" and [r["round"] for r in seen] == [1]
+    assert [c["id"] for c in seen[0]["clients"]] == [0, 1] and seen[0]["rejected"] == []
+    assert len(list((tmp / "cache" / "flower-partitions").glob("*.npz"))) == 1
+    assert list(Path(os.environ["RAY_TMPDIR"]).glob("session_*"))
+    with pytest.raises(ConfigError, match="already holds a run"):
+        run_experiment(config, tmp / "sim")
 
 
 def test_flower_sim_carries_attacks_and_crashes(flower_env):
