@@ -32,7 +32,7 @@ from deqfl.experiments.config import ExperimentConfig
 from deqfl.experiments.results import read_jsonl
 from deqfl.experiments.runner import RoundCallback, embedded_engine, prepare_run_dir, run_rounds
 
-Launcher = Callable[[ExperimentConfig, Path, bool, "RoundCallback | None", "int | None"], dict[str, Any]]
+Launcher = Callable[[ExperimentConfig, Path, bool, RoundCallback | None, int | None], dict[str, Any]]
 
 
 def resolve_engine(config: ExperimentConfig) -> Launcher:

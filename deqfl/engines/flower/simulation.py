@@ -4,7 +4,7 @@
 which would build a fresh environment). One virtual SuperNode per registered client,
 node config partition-id = client id. The ServerApp runs `main(grid)` in a thread of this
 process, so callbacks and files written by `main` are as in a plain call; what `main`
-returns is returned, and what it raises is raised here. Ray writes under `$RAY_TMPDIR`;
+returns is returned, and what it raises is raised here (by flwr's `run_simulation`). Ray writes under `$RAY_TMPDIR`;
 if unset, a short temporary folder is made and removed afterwards (Ray's socket paths
 must stay under ~107 characters).
 """
@@ -32,16 +32,12 @@ def run_in_simulation(run: FlowerRun, client_app: ClientApp, main: Callable[[Gri
     from flwr.simulation import run_simulation  # noqa: PLC0415
 
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    outcome: dict[str, object] = {}
+    outcome: dict[str, T] = {}
     server_app = ServerApp()
 
     @server_app.main()
     def _main(grid: Grid, context: Context) -> None:
-        try:
-            outcome["result"] = main(grid)
-        except BaseException as exc:  # re-raised in the caller's thread below
-            outcome["error"] = exc
-            raise
+        outcome["result"] = main(grid)
 
     made_tmp = None
     if not os.environ.get("RAY_TMPDIR"):
@@ -65,8 +61,6 @@ def run_in_simulation(run: FlowerRun, client_app: ClientApp, main: Callable[[Gri
         if made_tmp is not None:
             os.environ.pop("RAY_TMPDIR", None)
             shutil.rmtree(made_tmp, ignore_errors=True)
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
     if "result" not in outcome:
         raise RuntimeError("the Flower simulation ended without finishing the run (see the log above)")
-    return outcome["result"]  # type: ignore[return-value]
+    return outcome["result"]

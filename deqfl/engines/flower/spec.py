@@ -56,7 +56,7 @@ class FlowerNode:
     partition: Callable[[], Sequence[ClientData]]
 
 
-NodeLoader = Callable[[str, "str | None"], FlowerNode]
+NodeLoader = Callable[[str, str | None], FlowerNode]
 """`(config_text, data_dir) -> FlowerNode`: validates a run's config text (digest already
 checked) and builds the node; `data_dir`, when not None, is the node's own data folder
 (node config `data-dir`), overriding the config's."""
