@@ -14,3 +14,14 @@ class ConfigError(DeqflError):
 
 class DataError(DeqflError):
     """A data source is missing, corrupt, or cannot be partitioned as asked."""
+
+
+class ClientFailure(Exception):
+    """A failure a client is allowed to have (an injected crash, an upload that cannot be
+    decoded or read, a timeout): the round lists the client under `rejected` and goes on.
+    Any other exception in a round is a bug and stops the run."""
+
+
+class RunFailed(DeqflError):
+    """A run stopped on an unexpected error (a bug, not bad input or a client failure);
+    what it had done up to its last checkpoint is kept."""

@@ -1,7 +1,16 @@
 """Deep equilibrium core: solvers, gradient modes, the DEQ module and stability control."""
 
-from deqfl.deq.accounting import Ledger
-from deqfl.deq.backward import IFT, JFB, BackwardMode, Phantom, Unrolled, make_backward
+from deqfl.deq.accounting import Cost, Ledger
+from deqfl.deq.backward import (
+    IFT,
+    JFB,
+    BackwardMode,
+    Phantom,
+    Unrolled,
+    backward_names,
+    make_backward,
+    register_backward,
+)
 from deqfl.deq.module import DEQ
 from deqfl.deq.solvers import (
     SolverConfig,
@@ -10,7 +19,9 @@ from deqfl.deq.solvers import (
     anderson,
     broyden,
     fixed_point,
+    register_solver,
     solve,
+    solver_names,
 )
 from deqfl.deq.stability import (
     BoundedWeightNorm,
@@ -25,6 +36,7 @@ __all__ = [
     "JFB",
     "BackwardMode",
     "BoundedWeightNorm",
+    "Cost",
     "Ledger",
     "Phantom",
     "SolverConfig",
@@ -32,11 +44,15 @@ __all__ = [
     "SolverStats",
     "Unrolled",
     "anderson",
+    "backward_names",
     "bounded_weight_norm",
     "broyden",
     "contraction_estimate",
     "fixed_point",
     "jacobian_penalty",
     "make_backward",
+    "register_backward",
+    "register_solver",
     "solve",
+    "solver_names",
 ]

@@ -1,10 +1,48 @@
-"""Counting the work a DEQ does, in a unit the federated simulated clock can use."""
+"""Counting the work a DEQ does, in a unit the federated simulated clock can use.
+
+The unit is one cell evaluation on one sample; a vector-Jacobian product through the cell
+costs `VJP_UNITS` of them (a backward pass taken as twice a forward one). This module is
+the one cost model: the DEQ charges its `Ledger` with the `Cost`s below and the gradient
+modes' own (`BackwardMode.tail_cost`), and the time-budget planner
+(`deqfl.fl.clock.planned_deq_units`) adds up the same `Cost`s, so the two cannot drift.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from deqfl.deq.solvers import SolverStats
+
+VJP_UNITS = 2
+"""Cell evaluations one vector-Jacobian product through the cell counts as."""
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Cell work per sample: `forward` cell applications and `vjp` vector-Jacobian products;
+    `units` = forward + VJP_UNITS * vjp."""
+
+    forward: int = 0
+    vjp: int = 0
+
+    @property
+    def units(self) -> int:
+        return self.forward + VJP_UNITS * self.vjp
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.forward + other.forward, self.vjp + other.vjp)
+
+
+def solve_cost(evaluations: int) -> Cost:
+    """A graph-free solve of `evaluations` batched f-evaluations (`SolverStats.nfe`)."""
+    return Cost(forward=evaluations)
+
+
+def jacobian_penalty_cost(probes: int) -> Cost:
+    """The Hutchinson Jacobian penalty (`deqfl.deq.stability.jacobian_penalty`) with
+    `probes` probes: one cell application, and per probe one vjp with its graph kept plus
+    the vjp through it when the loss is differentiated (2 vjps a probe)."""
+    return Cost(forward=1, vjp=2 * probes)
 
 
 @dataclass
@@ -14,7 +52,7 @@ class Ledger:
     forward: cell applications (solver evaluations and differentiable applications), each
     counted as its batch size.  vjp: vector-Jacobian products through the cell (IFT backward
     solver steps and the backward pass of every differentiable application), likewise.
-    `cell_evals` = forward + 2 * vjp, taking a backward pass as twice a forward one.
+    `cell_evals` = Cost(forward, vjp).units = forward + VJP_UNITS * vjp.
     `backward_fallbacks` counts batches where IFT fell back to its cheaper mode;
     `last_backward` holds the statistics of the last IFT backward solve.
     """
@@ -26,7 +64,12 @@ class Ledger:
 
     @property
     def cell_evals(self) -> int:
-        return self.forward + 2 * self.vjp
+        return Cost(self.forward, self.vjp).units
+
+    def charge(self, cost: Cost, batch: int) -> None:
+        """Add `cost` (per sample) for a batch of `batch` samples."""
+        self.forward += cost.forward * batch
+        self.vjp += cost.vjp * batch
 
     def reset(self) -> None:
         self.forward = self.vjp = self.backward_fallbacks = 0

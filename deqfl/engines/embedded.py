@@ -1,8 +1,9 @@
 """The embedded engine (default): clients run one after another in this process.
 
 It moves real serialized payloads (the same bytes Flower would carry), so byte counts and
-fp16 transport effects are real. A client that raises becomes an error reply (listed
-under `rejected`), never a crashed run. One model object is reused for every client, so
+fp16 transport effects are real. A declared client failure
+(`deqfl.errors.ClientFailure`, such as an injected crash) becomes an error reply, listed
+under `rejected`; any other exception is a bug and propagates, stopping the run. One model object is reused for every client, so
 memory grows with the clients sampled in a round, not with the registered ones.
 """
 
@@ -14,9 +15,9 @@ from torch import nn
 
 from deqfl.data import DatasetArrays
 from deqfl.fl.client import train_client
-from deqfl.fl.faults import ClientCrash
+from deqfl.errors import ClientFailure
 from deqfl.fl.server import ClientJob, ClientReply
-from deqfl.fl.transport import decode_state, encode_state
+from deqfl.fl.transport import decode_state
 from deqfl.models import federated_state
 
 log = logging.getLogger(__name__)
@@ -36,13 +37,8 @@ class EmbeddedEngine:
             try:
                 received = decode_state(download, like=self._reference)
                 update = train_client(self.model, received, job.task, self.dataset, job.data)
-                upload = encode_state(update.state, self.transport_dtype)
-                update.state = decode_state(upload, like=self._reference)
-                replies.append(ClientReply(cid, update, bytes_up=len(upload)))
-            except ClientCrash as exc:  # an injected fault (deqfl.fl.faults): no traceback
+                replies.append(ClientReply.from_update(update, self.transport_dtype))
+            except ClientFailure as exc:  # a declared failure (an injected crash): a rejection
                 log.warning("client %d crashed: %s", cid, exc)
-                replies.append(ClientReply(cid, None, error=f"{type(exc).__name__}: {exc}"))
-            except Exception as exc:  # noqa: BLE001 - a crashing client must not end the run
-                log.exception("client %d crashed", cid)
-                replies.append(ClientReply(cid, None, error=f"{type(exc).__name__}: {exc}"))
+                replies.append(ClientReply.failed(cid, f"{type(exc).__name__}: {exc}"))
         return replies

@@ -11,22 +11,32 @@ import copy
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pydantic
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from deqfl.aliases import reject_both_names, rename_old_keys, renamed_field
 from deqfl.errors import ConfigError
 from deqfl.fl.attacks import AttackConfig
 from deqfl.fl.faults import FaultsConfig
 from deqfl.fl.fusion import FusionConfig
+from deqfl.fl.fusion.compat import coverage_aggregators
 from deqfl.fl.privacy import PrivacyConfig, check_fusion
 from deqfl.fl.profiles import FleetConfig
+from deqfl.models import list_models, validate_model_options
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    renamed: ClassVar[dict[str, str]] = {}
+    """Old key -> new key, old names still accepted (`deqfl.aliases`)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        return reject_both_names(data, cls.renamed)
 
 
 class ExperimentSection(_Section):
@@ -50,7 +60,7 @@ class DataSection(_Section):
     partition: Literal["iid", "dirichlet", "pathological", "shards", "quantity-skew"] = Field(
         "dirichlet", description="How the training set is split across clients."
     )
-    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (dirichlet only; small = skewed).")
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (dirichlet: label shares; quantity-skew: client sizes; small = skewed).")
     classes_per_client: int = Field(2, gt=0, description="Classes per client (pathological only).")
     shards_per_client: int = Field(2, gt=0, description="Shards per client (shards only).")
     holdout_fraction: float = Field(0.1, ge=0, lt=1, description="Share of each client's data held back for its local evaluation.")
@@ -73,17 +83,29 @@ class TrainSection(_Section):
 
 
 class SamplingSection(_Section):
+    renamed: ClassVar[dict[str, str]] = {"min_cap": "min_forward_cap"}
     fraction: float = Field(0.5, gt=0, le=1, description="Fraction of registered clients sampled per round.")
     min_clients: int = Field(2, gt=0, description="At least this many clients sampled per round.")
-    rule: Literal["uniform", "drop-weak"] = Field("uniform", description="uniform: any client; drop-weak: never sample tiers whose max_iter is below `min_cap`.")
-    min_cap: int = Field(16, gt=0, description="drop-weak: smallest forward cap still sampled.")
+    rule: Literal["uniform", "drop-weak"] = Field("uniform", description="uniform: any client; drop-weak: never sample tiers whose forward_cap is below `min_forward_cap`.")
+    min_forward_cap: int = renamed_field("min_forward_cap", "min_cap", 16, gt=0, description="drop-weak: smallest forward cap still sampled (old name, still accepted: min_cap).")
     deadline_seconds: float | None = Field(None, gt=0, description="Simulated round deadline; slower clients are stragglers and dropped.")
+
+    @property
+    def min_cap(self) -> int:
+        """The old name of `min_forward_cap`, read by code that predates it."""
+        return self.min_forward_cap
 
 
 class EvaluationSection(_Section):
+    renamed: ClassVar[dict[str, str]] = {"anytime_budgets": "anytime_forward_caps"}
     anytime_every: int = Field(5, ge=0, description="Anytime curve every N rounds (and at the end; 0: only at the end).")
-    anytime_budgets: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32], description="Forward budgets of the anytime curve.")
+    anytime_forward_caps: list[int] = renamed_field("anytime_forward_caps", "anytime_budgets", [1, 2, 4, 8, 16, 32], description="Forward caps of the anytime curve (old name, still accepted: anytime_budgets).")
     batch_size: int = Field(500, gt=0, description="Evaluation batch size.")
+
+    @property
+    def anytime_budgets(self) -> list[int]:
+        """The old name of `anytime_forward_caps`, read by code that predates it."""
+        return self.anytime_forward_caps
 
 
 class TransportSection(_Section):
@@ -134,7 +156,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             user = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-        raw = _merge(raw, user)
+        raw = _merge(raw, _new_key_names(user, str(path)))
     for item in overrides or []:
         _apply_override(raw, item)
     return validate_config(raw, source=str(path) if path else "default config")
@@ -148,17 +170,31 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> ExperimentCo
         raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines)) from None
     _check_reliability(config, source)
     _check_width_slicing(config, source)
+    _check_model_options(config, source)
     return config
+
+
+def _check_model_options(config: ExperimentConfig, source: str) -> None:
+    """`model.name` is registered and `model.options` fit its builder's typed options
+    (`deqfl.models.options`), checked before any data loads."""
+    if config.model.name not in list_models():
+        raise ConfigError(f"invalid {source}:\n  model.name: unknown model {config.model.name!r}; "
+                          f"registered models: {', '.join(list_models())}")
+    try:
+        validate_model_options(config.model.name, config.model.options)
+    except ConfigError as exc:
+        raise ConfigError(f"invalid {source}:\n  model.options: {exc}") from None
 
 
 def _check_width_slicing(config: ExperimentConfig, source: str) -> None:
     """Width-sliced tiers (HeteroFL) need the aggregator that averages each entry over the
     clients that trained it; the model's side is checked when the run builds it."""
     sliced = [t for t in config.fleet.resolved_tiers() if t.width < 1]
-    if sliced and config.fusion.aggregator != "heterofl":
+    if sliced and config.fusion.aggregator not in coverage_aggregators():
+        choices = " or ".join(f"'{name}'" for name in coverage_aggregators())
         raise ConfigError(
             f"invalid {source}:\n  fleet.tiers '{sliced[0].name}': width {sliced[0].width:g} (a HeteroFL sub-model) "
-            f"needs fusion.aggregator = 'heterofl', which averages each entry over the clients that trained it; "
+            f"needs fusion.aggregator = {choices}, which averages each entry over the clients that trained it; "
             f"got '{config.fusion.aggregator}'"
         )
 
@@ -191,6 +227,26 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _section_renames(section: str) -> dict[str, str]:
+    field = ExperimentConfig.model_fields.get(section)
+    return getattr(field.annotation, "renamed", {}) if field is not None else {}
+
+
+def _new_key_names(layer: dict[str, Any], source: str) -> dict[str, Any]:
+    """A config layer with old key names replaced by new ones, so that a later layer's key
+    replaces an earlier one whichever name either uses."""
+    renamed = {}
+    for section, value in layer.items():
+        if not isinstance(value, dict):
+            renamed[section] = value
+            continue
+        try:
+            renamed[section] = rename_old_keys(value, _section_renames(section))
+        except ValueError as exc:
+            raise ConfigError(f"{source}: [{section}]: {exc}") from None
+    return renamed
+
+
 def _apply_override(raw: dict[str, Any], item: str) -> None:
     """Apply one `section.key=value`; the value is parsed as TOML (strings may be bare)."""
     if "=" not in item:
@@ -203,6 +259,8 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         value = text
+    if len(keys) == 2:
+        keys[1] = _section_renames(keys[0]).get(keys[1], keys[1])
     node = raw
     for key in keys[:-1]:
         child = node.setdefault(key, {})

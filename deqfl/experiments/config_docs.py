@@ -8,12 +8,15 @@ A test checks that docs/CONFIG.md is up to date with this output.
 from __future__ import annotations
 
 import json
+import types
 import typing
 
 from pydantic import BaseModel
 
 from deqfl.experiments.config import ExperimentConfig
 from deqfl.fl.profiles import TierConfig
+from deqfl.models import model_options
+from deqfl.models.registry import BUILTIN_MODELS
 
 HEADER = """# Experiment configuration
 
@@ -39,11 +42,20 @@ def _default(field) -> str:
     return "`" + json.dumps(value) + "`"
 
 
-def _table(model: type[BaseModel]) -> list[str]:
+def _option_type(annotation) -> str:
+    """A model option's type as a config writes it: Python-object alternatives (InstanceOf,
+    for callers of build_model) left out."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    members = typing.get_args(annotation) if union else (annotation,)
+    kept = [m for m in members if typing.get_origin(m) is not typing.Annotated]
+    return " \\| ".join("None" if m is type(None) else _type_name(m) for m in kept)
+
+
+def _table(model: type[BaseModel], type_name=_type_name) -> list[str]:
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for name, field in model.model_fields.items():
         description = (field.description or "").replace("|", "\\|")
-        rows.append(f"| `{name}` | `{_type_name(field.annotation)}` | {_default(field)} | {description} |")
+        rows.append(f"| `{name}` | `{type_name(field.annotation)}` | {_default(field)} | {description} |")
     return rows
 
 
@@ -58,6 +70,11 @@ def render() -> str:
     lines += ["## [[fleet.tiers]]", "", " ".join((TierConfig.__doc__ or "").split()), ""]
     lines += _table(TierConfig) + [""]
     lines += ["Fleet presets shipped with deqfl: " + ", ".join(f"`{p}`" for p in _presets()) + ".", ""]
+    lines += ["## model.options, per model", "",
+              "Each model's builder takes typed options (`deqfl.models.options`); `model.options` is "
+              "checked against them when the config is validated.", ""]
+    for name in BUILTIN_MODELS:
+        lines += [f"### `model.name = \"{name}\"`", ""] + _table(model_options(name), _option_type) + [""]
     return "\n".join(lines)
 
 

@@ -34,7 +34,7 @@ from deqfl.errors import ConfigError
 from deqfl.experiments.config import ExperimentConfig, validate_config
 from deqfl.experiments.runner import EngineFactory, Federation, client_partition, run_rounds
 from deqfl.fl.server import Engine
-from deqfl.models import build_model, federated_state
+from deqfl.models import build_model
 
 APP_TOML = """\
 [build-system]
@@ -76,7 +76,7 @@ def grid_engines(grid: Grid, config: ExperimentConfig) -> EngineFactory:
     run = flower_run(config)
 
     def factory(fed: Federation) -> Engine:
-        return grid_engine(grid, run, federated_state(fed.model))
+        return grid_engine(grid, run)
 
     return factory
 

@@ -3,7 +3,8 @@
 `run_experiment(config, out_dir)` builds everything from the validated config, runs the
 rounds on the chosen engine, evaluates the global model every round, checkpoints after
 every round, and writes the results files (`deqfl.experiments.results`). `resume=True`
-continues from the newest readable checkpoint; an interrupted and resumed run ends with
+continues from the newest checkpoint that passes verification (model, fusion rule state
+and client-state store, `deqfl.fl.checkpoint`); an interrupted and resumed run ends with
 the same final model as an uninterrupted one (same machine and thread count).
 """
 
@@ -23,16 +24,25 @@ import torch
 from deqfl.data import DatasetArrays, load_dataset
 from deqfl.data.clients import client_rows
 from deqfl.engines.embedded import EmbeddedEngine
-from deqfl.errors import ConfigError
+from deqfl.errors import ConfigError, DeqflError, RunFailed
 from deqfl.experiments import results as rf
 from deqfl.experiments.config import ExperimentConfig, validate_config
 from deqfl.fl import privacy as dp
 from deqfl.fl.attacks import malicious_clients
-from deqfl.fl.checkpoint import load_latest_checkpoint, save_checkpoint
+from deqfl.fl.checkpoint import (
+    CLIENT_STATE_DIR,
+    has_checkpoints,
+    json_digest,
+    latest_checkpoint_round,
+    load_latest_checkpoint,
+    save_checkpoint,
+)
 from deqfl.fl.client import ClientData, TrainOptions
+from deqfl.fl.client_state import ClientStateStore
 from deqfl.fl.evaluation import anytime_curve, evaluate
-from deqfl.fl.fusion import Fusion
+from deqfl.fl.fusion import make_fusion
 from deqfl.fl.profiles import TierConfig, assign_tiers, reference_tier
+from deqfl.fl.record import RoundRecord
 from deqfl.fl.server import Engine, RoundSettings, run_round
 from deqfl.models import (
     build_model,
@@ -133,6 +143,8 @@ def _settings(fed: Federation) -> RoundSettings:
         faults=c.faults,
         privacy=c.privacy if c.privacy.enabled else None,
         sub_shapes={width: sub_shapes(sub) for width, sub in fed.sub_models.items()},
+        deq_model=find_deq(fed.model) is not None,
+        jacobian_probes=getattr(find_deq(fed.model), "jac_reg_samples", 0),
     )
 
 
@@ -168,23 +180,64 @@ def _distinct_tiers(tiers: list[TierConfig]) -> list[TierConfig]:
     return list(seen.values())
 
 
-def _client_accuracy(record: dict[str, Any]) -> dict[str, float | None]:
-    values = [c["holdout_accuracy"] for c in record["clients"] if c.get("holdout_accuracy") is not None]
+def _client_accuracy(record: RoundRecord) -> dict[str, float | None]:
+    values = [c.holdout_accuracy for c in record.clients if c.holdout_accuracy is not None]
     if not values:
         return {"mean": None, "p10": None}
     return {"mean": float(np.mean(values)), "p10": float(np.percentile(values, 10))}
 
 
+RUN_LOCATION_KEYS = {"data": {"data_dir", "cache_dir"}}
+"""Config keys that say where files are, not what the run computes: a run moved to
+another data directory is the same run, so they are left out of its identity."""
+
+
+def run_config_hash(config: ExperimentConfig) -> str:
+    """The run's identity, kept in its checkpoints: `json_digest` of the settings that
+    differ from the defaults (keys added later with a default leave the hashes of earlier
+    runs unchanged), without `RUN_LOCATION_KEYS`."""
+    return json_digest(config.model_dump(mode="json", exclude_defaults=True, exclude=RUN_LOCATION_KEYS))
+
+
 def prepare_run_dir(out_dir: Path, config: ExperimentConfig, resume: bool) -> None:
+    """Make `out_dir` this run's directory, or refuse (ConfigError) one that holds another
+    run's files: a `config.toml` with other settings, or checkpoints without a
+    `config.toml`. A new run (not `resume`) also refuses a directory holding rounds or
+    checkpoints of its own config: those are resumed, never silently restarted over."""
     metrics = out_dir / "metrics.jsonl"
     if not resume and metrics.exists() and rf.read_jsonl(metrics):
         raise ConfigError(
             f"{out_dir} already holds a run; resume it with `deqfl run --resume {out_dir}` "
             "or choose another --out"
         )
+    saved = out_dir / "config.toml"
+    if saved.exists():
+        differing = _differing_keys(load_run_config(out_dir), config)
+        if differing:
+            raise ConfigError(
+                f"{out_dir} holds another run: its config.toml differs from this run's config "
+                f"in {', '.join(differing[:5])}; choose another --out"
+            )
+    elif has_checkpoints(out_dir):
+        raise ConfigError(f"{out_dir} holds checkpoints but no config.toml, so not this run's; choose another --out")
+    if not resume and has_checkpoints(out_dir):
+        raise ConfigError(
+            f"{out_dir} holds checkpoints of this config's run; resume it with "
+            f"`deqfl run --resume {out_dir}` or choose another --out"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        rf.atomic_write_text(out_dir / "config.toml", config.to_toml())
+    if not resume or not saved.exists():
+        rf.atomic_write_text(saved, config.to_toml())
+
+
+def _differing_keys(saved: ExperimentConfig, config: ExperimentConfig) -> list[str]:
+    """Dotted `section.key` names whose settings differ (none: the same run hash)."""
+    a, b = (c.model_dump(mode="json", exclude=RUN_LOCATION_KEYS) for c in (saved, config))
+    return sorted(
+        f"{section}.{key}" for section in a.keys() | b.keys()
+        for key in a.get(section, {}).keys() | b.get(section, {}).keys()
+        if a.get(section, {}).get(key) != b.get(section, {}).get(key)
+    )
 
 
 def load_run_config(out_dir: Path) -> ExperimentConfig:
@@ -193,7 +246,11 @@ def load_run_config(out_dir: Path) -> ExperimentConfig:
     path = out_dir / "config.toml"
     if not path.exists():
         raise ConfigError(f"{out_dir} is not a run directory: {path.name} is missing")
-    return validate_config(tomllib.loads(path.read_text()), source=str(path))
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc}): not a deqfl run's config") from None
+    return validate_config(raw, source=str(path))
 
 
 EngineFactory = Callable[[Federation], Engine]
@@ -242,16 +299,23 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
     started = time.perf_counter()
     rf.git_commit()  # the code this process runs, before anyone can move HEAD (cached)
     fed = build_federation(config)
-    fusion = Fusion(config.fusion)
+    privacy = config.privacy if config.privacy.enabled else None
+    eligible = dp.eligible_clients(fed.tiers, config.sampling.rule, config.sampling.min_cap)
+    fusion = make_fusion(config.fusion, privacy, config.sampling.fraction * len(eligible), config.experiment.seed)
     settings = _settings(fed)
     engine = engine_factory(fed)
     state = federated_state(fed.model)
     first_round, wall_before = 1, 0.0
     metrics_path = out_dir / "metrics.jsonl"
+    run_hash = run_config_hash(config)
+    client_state = ClientStateStore(out_dir / CLIENT_STATE_DIR)
+    client_state.clear()  # a new run starts empty; a resumed one is restored below
     if resume:
-        checkpoint = load_latest_checkpoint(out_dir)
+        checkpoint = load_latest_checkpoint(out_dir, reference=state, config_hash=run_hash)
         if checkpoint is not None:
             state = checkpoint.state
+            fusion.load_state_dict(checkpoint.fusion_state)
+            client_state.restore(checkpoint.client_state)
             first_round = checkpoint.round + 1
             wall_before = float(checkpoint.extra.get("wall_seconds", 0.0))
             log.info("resuming after round %d from %s", checkpoint.round, checkpoint.path)
@@ -261,30 +325,54 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
     last = rounds if stop_after is None else min(rounds, stop_after)
     for round_number in range(first_round, last + 1):
         round_start = time.perf_counter()
-        outcome = run_round(round_number, state, fed.clients, fed.tiers, settings, engine, fusion)
+        outcome = _guarded_round(round_number, state, fed, settings, engine, fusion, out_dir)
         state = outcome.state
         train_seconds = time.perf_counter() - round_start
         load_federated_state(fed.model, state)
         eval_start = time.perf_counter()
         record = outcome.record
-        record.update(evaluate_global(fed, fed.x_eval, fed.y_eval))
-        record["client_accuracy"] = _client_accuracy(record)
+        for key, value in evaluate_global(fed, fed.x_eval, fed.y_eval).items():
+            setattr(record, key, value)
+        record.client_accuracy = _client_accuracy(record)
         every = config.evaluation.anytime_every
         if find_deq(fed.model) is not None and every and round_number % every == 0 and round_number != rounds:
-            record["anytime"] = _anytime(fed, fed.x_eval, fed.y_eval)
-        record["train_seconds"] = train_seconds
-        record["eval_seconds"] = time.perf_counter() - eval_start
-        record["wall_seconds"] = wall_before + time.perf_counter() - started
-        rf.append_jsonl(metrics_path, record)
+            record.anytime = _anytime(fed, fed.x_eval, fed.y_eval)
+        record.train_seconds = train_seconds
+        record.eval_seconds = time.perf_counter() - eval_start
+        record.wall_seconds = wall_before + time.perf_counter() - started
+        row = record.to_json()
+        rf.append_jsonl(metrics_path, row)
         if config.experiment.checkpoint_every and (
             round_number % config.experiment.checkpoint_every == 0 or round_number == rounds
         ):
-            save_checkpoint(out_dir, round_number, state, {"wall_seconds": record["wall_seconds"]})
+            save_checkpoint(
+                out_dir, round_number, state, {"wall_seconds": record.wall_seconds},
+                fusion_state=fusion.state_dict(), client_state=client_state, config_hash=run_hash,
+            )
         if on_round:
-            on_round(record)
+            on_round(row)
     if last < rounds:
         return {}
     return finish(fed, out_dir, state, wall_before + time.perf_counter() - started)
+
+
+def _guarded_round(round_number, state, fed: Federation, settings, engine, fusion, out_dir: Path):
+    """`run_round`, with an unexpected error (a bug: client failures are rejections, bad
+    input fails before the first round) turned into `RunFailed`: a clear message naming the
+    round and the last checkpoint, the traceback in run.log."""
+    try:
+        return run_round(round_number, state, fed.clients, fed.tiers, settings, engine, fusion)
+    except DeqflError:
+        raise
+    except Exception as exc:
+        log.exception("round %d failed", round_number)
+        kept = latest_checkpoint_round(out_dir)
+        raise RunFailed(
+            f"round {round_number} failed on an unexpected error ({type(exc).__name__}: {str(exc)[:300]}). "
+            f"This is a bug, not a client failure, so the run stopped; "
+            + (f"its last checkpoint is round {kept}. " if kept else "it has no checkpoint yet. ")
+            + f"The traceback is in {out_dir / 'run.log'}; after a fix, `deqfl run --resume {out_dir}` continues."
+        ) from exc
 
 
 def _anytime(fed: Federation, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:

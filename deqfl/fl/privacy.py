@@ -14,16 +14,20 @@ then `get_privacy_spent`); deqfl has no accountant of its own.
 2. the server validates each update on its own (keys, shapes, dtypes, finite values;
    the adaptive norm bound is *not* applied, because it depends on the other clients'
    updates; clipping replaces it), clips each delta x_k - x to L2 norm <= C (`clip_norm`),
-3. and steps the model by x + server_lr * (sum_k clip(x_k - x) + N(0, sigma^2 C^2 I)) / m,
-   with m = q * (eligible clients) fixed (uniform weights 1/m, not the number of replies);
-   a round with no valid update still takes the noisy step (skipping it would reveal
-   that no update was valid).
+3. and fuses d = (sum_k clip(x_k - x) + N(0, sigma^2 C^2 I)) / m, with m = q * (eligible
+   clients) fixed (uniform weights 1/m, not the number of replies), stepping the model
+   with the server optimiser (default `sgd`: x + server_lr * d; a stateful one such as
+   FedAdam is post-processing of d, so it keeps the guarantee); a round with no valid
+   update still takes the noisy step (skipping it would reveal that no update was valid).
+   This is `deqfl.fl.fusion.CentralDPFusion`, a wrapper around the run's `Fusion`.
 
 The accountant: sampled Gaussian mechanism with sampling rate q and noise multiplier
 sigma, composed over the rounds run. Holds for `weighting = "uniform"` with
 `aggregator = "mean"` only: client-reported numbers (examples, residuals, losses) and
 robust rules (median, trimmed mean, Krum) change each client's influence in ways the
-analysis does not cover, so other rules are refused (ConfigError).
+analysis does not cover, so other rules are refused (ConfigError). The allowed rules are
+those whose registry entries carry the flag `central_dp` (local: `local_dp`); see
+docs/FUSION.md.
 
 **local** (untrusted server). Each client clips its own delta to C and adds
 N(0, sigma^2 C^2 I) before it sends, and withholds every data-dependent number it would
@@ -43,31 +47,23 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from deqfl.errors import ConfigError
-from deqfl.fl.fusion import FusionConfig, FusionContext, FusionResult
+from deqfl.fl.fusion import FusionConfig
+from deqfl.fl.fusion.central_dp import SEED_TAG, clip_factor, noise_generator
+from deqfl.fl.fusion.compat import check_dp
 from deqfl.fl.profiles import TierConfig
 from deqfl.fl.sampling import RoundSample
 from deqfl.fl.update import ClientUpdate
-from deqfl.fl.validation import delta_norm, float_delta, validate_updates
+from deqfl.fl.validation import delta_norm, float_delta
 
-log = logging.getLogger(__name__)
-
-_SEED_TAG = 0xD1F
-
-CENTRAL_WEIGHTINGS = ("uniform",)
-CENTRAL_AGGREGATORS = ("mean",)
-LOCAL_WEIGHTINGS = ("uniform",)
-LOCAL_AGGREGATORS = ("mean", "median", "trimmed-mean", "krum", "multi-krum")
 LOCAL_METRICS = ("work_units",)
 """The only metrics a client keeps reporting under local DP (the simulated clock needs it)."""
 
@@ -97,19 +93,11 @@ class PrivacyConfig(BaseModel):
 
 
 def check_fusion(privacy: PrivacyConfig, fusion: FusionConfig) -> None:
-    """ConfigError unless the DP guarantee holds for `fusion`'s rule (see the module doc)."""
-    if privacy.mode == "central":
-        weightings, aggregators = CENTRAL_WEIGHTINGS, CENTRAL_AGGREGATORS
-    elif privacy.mode == "local":
-        weightings, aggregators = LOCAL_WEIGHTINGS, LOCAL_AGGREGATORS
-    else:
-        return
-    if fusion.weighting not in weightings or fusion.aggregator not in aggregators:
-        raise ConfigError(
-            f"privacy.mode='{privacy.mode}': the DP guarantee holds only with fusion.weighting in "
-            f"({', '.join(weightings)}) and fusion.aggregator in ({', '.join(aggregators)}); "
-            f"got weighting='{fusion.weighting}', aggregator='{fusion.aggregator}'"
-        )
+    """ConfigError unless the DP guarantee holds for `fusion`'s rule: its weighting and
+    aggregator must carry the mode's capability flag (`central_dp` / `local_dp`, see
+    deqfl.fl.fusion.compat and docs/FUSION.md); any server optimiser is allowed."""
+    if privacy.enabled:
+        check_dp(privacy.mode, fusion)
 
 
 def eligible_clients(tiers: list[TierConfig], rule: str, min_cap: int) -> list[int]:
@@ -125,79 +113,13 @@ def poisson_sample(
     """Each eligible client independently with probability `rate`, then its tier's
     availability; seeded by (seed, round). May select no client."""
     eligible = eligible_clients(tiers, rule, min_cap)
-    rng = np.random.default_rng([seed, round_number, _SEED_TAG])
+    rng = np.random.default_rng([seed, round_number, SEED_TAG])
     chosen = [c for c, u in zip(eligible, rng.random(len(eligible))) if u < rate]
     answers = rng.random(len(chosen))
     return RoundSample(
         selected=[c for c, a in zip(chosen, answers) if a < tiers[c].availability],
         unavailable=[c for c, a in zip(chosen, answers) if a >= tiers[c].availability],
     )
-
-
-def _generator(*parts: int) -> torch.Generator:
-    draw = np.random.default_rng([*parts, _SEED_TAG]).integers(2**62)
-    return torch.Generator().manual_seed(int(draw))
-
-
-def clip_factor(norm: float, clip_norm: float) -> float:
-    return 1.0 if norm <= clip_norm else clip_norm / norm
-
-
-def central_fuse(
-    global_state: Mapping[str, torch.Tensor],
-    updates: Sequence[object],
-    ctx: FusionContext,
-    fusion: FusionConfig,
-    privacy: PrivacyConfig,
-    expected_clients: float,
-    seed: int,
-) -> FusionResult:
-    """One DP-FedAvg step (module docstring); never raises on anything a client sent.
-
-    Clipped updates appear in `adjusted` as field `update_norm` (reported -> used); each
-    accepted client's weight is 1/m (the weights sum to (replies)/m, not to 1).
-    """
-    limits = dataclasses.replace(fusion.limits(), max_norm_factor=None)
-    outcome = validate_updates(global_state, updates, ctx, limits)
-    for r in outcome.rejected:
-        log.warning("round %d: rejected update of client %s: %s", ctx.round, r["client"], r["reason"])
-    m = max(float(expected_clients), 1e-12)
-    result = FusionResult(
-        state=dict(global_state),
-        accepted=[v.update.client_id for v in outcome.accepted],
-        rejected=outcome.rejected,
-        adjusted=list(outcome.adjusted),
-        delta_norms={v.update.client_id: v.norm for v in outcome.accepted},
-    )
-    total = {k: torch.zeros(g.shape, dtype=torch.float64) for k, g in global_state.items() if g.is_floating_point()}
-    for v in outcome.accepted:
-        factor = clip_factor(v.norm, privacy.clip_norm)
-        if factor < 1.0:
-            result.adjusted.append({
-                "client": v.update.client_id, "field": "update_norm",
-                "reported": v.norm, "used": privacy.clip_norm,
-            })
-        for key, acc in total.items():
-            acc.add_(v.delta[key], alpha=factor)
-    generator = _generator(seed, ctx.round)
-    std = privacy.noise_multiplier * privacy.clip_norm
-    state = {}
-    for key, g in global_state.items():
-        if g.is_floating_point():
-            noise = torch.randn(g.shape, generator=generator, dtype=torch.float64) * std
-            step = (total[key] + noise) / m
-            state[key] = (g.detach().double() + fusion.server_lr * step).to(g.dtype)
-        else:
-            state[key] = g.detach().clone()
-    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
-    if bad is not None:  # only with absurd clip_norm * noise_multiplier: keep the model
-        log.warning("round %d: skipped, global model unchanged: DP step non-finite in %r", ctx.round, bad)
-        result.skipped, result.skip_reason = True, f"DP step has non-finite values in {bad!r}"
-        return result
-    result.state = state
-    result.weights = {cid: 1.0 / m for cid in result.accepted}
-    result.quality = {cid: 1.0 for cid in result.accepted}
-    return result
 
 
 def privatize_local(
@@ -211,7 +133,7 @@ def privatize_local(
     every data-dependent number (module docstring). Seeded by (seed, round, client)."""
     delta = float_delta(global_state, update.state)
     factor = clip_factor(delta_norm(delta), privacy.clip_norm)
-    generator = _generator(seed, round_number, update.client_id)
+    generator = noise_generator(seed, round_number, update.client_id)
     std = privacy.noise_multiplier * privacy.clip_norm
     state = dict(update.state)
     for key, g in global_state.items():

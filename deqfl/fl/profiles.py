@@ -17,15 +17,14 @@ from __future__ import annotations
 import math
 import tomllib
 from importlib import resources
-from typing import Literal
+from typing import ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from deqfl.aliases import reject_both_names, renamed_field
+from deqfl.deq.backward import BackwardMode, backward_names, make_backward
 from deqfl.errors import ConfigError
-
-BackwardName = Literal["jfb", "ift", "phantom", "unrolled"]
-
 
 class TierConfig(BaseModel):
     """One class of devices. Units of `speed`: simulated seconds per unit of work, where a
@@ -41,9 +40,15 @@ class TierConfig(BaseModel):
     clients: list[int] | None = Field(
         None, description="Explicit client ids in this tier (instead of `share`)."
     )
-    max_iter: int = Field(16, gt=0, description="Forward solver iteration cap during training.")
+    renamed: ClassVar[dict[str, str]] = {"max_iter": "forward_cap"}
+    forward_cap: int = renamed_field(
+        "forward_cap", "max_iter", 16, gt=0,
+        description="Forward solver iteration cap during training (old name, still accepted: max_iter).",
+    )
     tol: float = Field(1e-3, gt=0, description="Forward solver relative-residual tolerance.")
-    backward: BackwardName = Field("jfb", description="Gradient mode: jfb, ift, phantom, unrolled.")
+    backward: str = Field(
+        "jfb", description="Gradient mode: a registered name (jfb, ift, phantom, unrolled; `deqfl.deq.backward`)."
+    )
     backward_steps: int = Field(
         5, gt=0, description="Phantom steps k, or the IFT backward solver's iteration cap."
     )
@@ -70,11 +75,36 @@ class TierConfig(BaseModel):
         description="Simulated seconds per round; if set the forward cap is the largest that fits.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: object) -> object:
+        return reject_both_names(data, cls.renamed)
+
+    @property
+    def max_iter(self) -> int:
+        """The old name of `forward_cap`, read by code that predates it."""
+        return self.forward_cap
+
+    @field_validator("backward")
+    @classmethod
+    def _registered_backward(cls, name: str) -> str:
+        if name not in backward_names():
+            raise ValueError(f"unknown gradient mode {name!r}; use one of {backward_names()}")
+        return name
+
     @model_validator(mode="after")
     def _share_or_clients(self) -> "TierConfig":
         if (self.share is None) == (self.clients is None):
             raise ValueError(f"tier '{self.name}': give exactly one of `share` or `clients`")
         return self
+
+    def gradient_mode(self) -> BackwardMode:
+        """The tier's gradient mode: `backward_steps` is phantom's k or IFT's backward cap."""
+        options = {
+            "phantom": {"k": self.backward_steps, "tau": self.phantom_tau},
+            "ift": {"max_iter": self.backward_steps},
+        }.get(self.backward, {})
+        return make_backward(self.backward, **options)
 
 
 class FleetConfig(BaseModel):
@@ -163,4 +193,4 @@ def assign_tiers(num_clients: int, tiers: list[TierConfig], seed: int) -> list[T
 
 def reference_tier(tiers: list[TierConfig]) -> TierConfig:
     """The strongest tier: the largest forward cap (ties: the first listed)."""
-    return max(tiers, key=lambda t: t.max_iter)
+    return max(tiers, key=lambda t: t.forward_cap)

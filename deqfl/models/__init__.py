@@ -6,7 +6,15 @@ from deqfl.models.cells import InjectedResidualCell
 from deqfl.models.deq_classifier import DEFAULT_SOLVER, DEQClassifier
 from deqfl.models.explicit import CNN, ResNet
 from deqfl.models.federated import federated_state, load_federated_state, parameter_count, serialized_bytes
-from deqfl.models.registry import build_model, default_input_shape, list_models, register_model
+from deqfl.models.options import ModelOptions
+from deqfl.models.registry import (
+    build_model,
+    default_input_shape,
+    list_models,
+    model_options,
+    register_model,
+    validate_model_options,
+)
 from deqfl.models.unrolled import UnrolledClassifier
 
 __all__ = [
@@ -14,6 +22,7 @@ __all__ = [
     "DEFAULT_SOLVER",
     "DEQClassifier",
     "InjectedResidualCell",
+    "ModelOptions",
     "ResNet",
     "UnrolledClassifier",
     "accuracy",
@@ -24,7 +33,9 @@ __all__ = [
     "find_deq",
     "list_models",
     "load_federated_state",
+    "model_options",
     "parameter_count",
     "register_model",
     "serialized_bytes",
+    "validate_model_options",
 ]

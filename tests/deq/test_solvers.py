@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from deqfl.deq import SolverConfig, anderson, broyden, fixed_point, solve
+from deqfl.deq import SolverConfig, anderson, broyden, fixed_point, solve, solver_names
 from deqfl.errors import ConfigError
 
-METHODS = ("fixed_point", "anderson", "broyden")
+METHODS = solver_names()  # every registered solver keeps the shared contract
 
 
 def linear_problem(dtype, batch=3, dim=40, rho=0.9, seed=0):

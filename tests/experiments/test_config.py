@@ -42,7 +42,7 @@ def test_resolved_config_round_trips(tmp_path):
         ("fusion.weighting=nope", r"fusion\.weighting: .*valid choices"),
         ("bogus.key=1", r"bogus: unknown key"),
         ("fleet.tiers=[{name='a', share=0.5, max_iter=-1}]", r"fleet\.tiers\.0\.max_iter"),
-        ("fleet.tiers=[{name='a', share=1.0, colour=1}]", r"fleet\.tiers\.0\.colour: unknown key; valid keys here: .*max_iter"),
+        ("fleet.tiers=[{name='a', share=1.0, colour=1}]", r"fleet\.tiers\.0\.colour: unknown key; valid keys here: .*forward_cap"),
         ("noequals", r"expected section\.key=value"),
     ],
 )

@@ -176,3 +176,33 @@ def test_width_slicing_needs_the_heterofl_aggregator_and_a_sliceable_model(tmp_p
         load_config(None, SMALL + ["model.name=cnn-small", HALF_WIDTH])
     with pytest.raises(ConfigError, match="fleet.tiers 'weak' has width 0.5, but model.name = 'deq-mnist'"):
         _run(tmp_path, "deq", [HALF_WIDTH, "fusion.aggregator=heterofl"])
+
+
+def test_a_programming_error_stops_the_run_with_a_clear_message(tmp_path):
+    """A bug inside a client (here a registered model whose forward breaks in round 2) is
+    not a client failure: the run stops with RunFailed naming the round and the last
+    checkpoint, the traceback goes to run.log, and round 1 is kept."""
+    from torch import nn  # noqa: PLC0415
+
+    from deqfl.errors import RunFailed  # noqa: PLC0415
+    from deqfl.models import register_model  # noqa: PLC0415
+
+    class BreaksInRoundTwo(nn.Module):
+        evaluated = False  # set by the server's evaluation of round 1 (the whole test split)
+
+        def __init__(self, input_shape, num_classes):
+            super().__init__()
+            self.linear = nn.Linear(int(torch.tensor(input_shape).prod()), num_classes)
+
+        def forward(self, x):
+            if x.shape[0] >= 300:
+                BreaksInRoundTwo.evaluated = True
+            elif self.training and BreaksInRoundTwo.evaluated:
+                raise RuntimeError("a bug in the model")
+            return self.linear(x.flatten(1))
+
+    register_model("test-breaks-in-round-two", input_shape=(1, 8, 8))(BreaksInRoundTwo)
+    with pytest.raises(RunFailed, match=r"round 2 failed on an unexpected error \(RuntimeError: a bug in the model\).*last checkpoint is round 1"):
+        _run(tmp_path, "broken", ["model.name=test-breaks-in-round-two", "experiment.rounds=3"])
+    assert "Traceback" in (tmp_path / "broken" / "run.log").read_text()
+    assert (tmp_path / "broken" / "checkpoints").is_dir()

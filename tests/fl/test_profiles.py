@@ -71,8 +71,9 @@ def test_clock_formula():
 def test_time_budget_picks_the_largest_cap_that_fits():
     t = tier("a", speed=1e-4, bandwidth_mbps=1000.0, time_budget=1.0, backward="jfb")
     cap = cap_for_time_budget(t, samples=1000, residual_samples=0, reference_cap=16, bytes_down=0, bytes_up=0)
-    # 1000 samples * (cap + 1 backward) * 1e-4 <= 1.0  ->  cap <= 9
-    assert cap == 9
+    # JFB step: cap solver evaluations + 1 forward + 1 vjp (2 units) per sample;
+    # 1000 samples * (cap + 3) * 1e-4 <= 1.0  ->  cap <= 7
+    assert cap == 7
     assert planned_deq_units(t, cap, 1000, 0, 16) * t.speed <= 1.0
     assert planned_deq_units(t, cap + 1, 1000, 0, 16) * t.speed > 1.0
     tiny = tier("b", speed=1.0, time_budget=1e-9)

@@ -9,7 +9,8 @@ import torch
 
 from deqfl.experiments.results import read_jsonl
 from deqfl.fl.fusion import ClientUpdate, FusionConfig, FusionContext
-from deqfl.fl.privacy import PrivacyConfig, central_fuse, epsilon, poisson_sample, privatize_local
+from deqfl.fl.fusion import make_fusion as central_dp
+from deqfl.fl.privacy import PrivacyConfig, epsilon, poisson_sample, privatize_local
 from deqfl.fl.profiles import TierConfig
 
 GLOBAL = {"w": torch.zeros(4, 5), "b": torch.zeros(5), "n": torch.tensor(1)}
@@ -28,7 +29,7 @@ def update(client: int, scale: float, nan: bool = False) -> ClientUpdate:
 def test_central_step_clips_each_update_and_divides_by_the_fixed_sample_size():
     dp = PrivacyConfig(mode="central", clip_norm=1.0, noise_multiplier=0.0)
     updates = [update(0, 0.01), update(1, 10.0), update(2, 1.0, nan=True)]  # norms 0.045, 44.7, NaN
-    result = central_fuse(GLOBAL, updates, CTX, UNIFORM, dp, expected_clients=4, seed=0)
+    result = central_dp(UNIFORM, dp, 4, 0).fuse(GLOBAL, updates, CTX)
     assert [r["client"] for r in result.rejected] == [2]
     expected = (torch.full((4, 5), 0.01) + torch.full((4, 5), 10.0) / math.sqrt(20) / 10.0) / 4
     assert torch.allclose(result.state["w"], expected, atol=1e-7)
@@ -38,11 +39,11 @@ def test_central_step_clips_each_update_and_divides_by_the_fixed_sample_size():
 
 def test_central_noise_is_seeded_and_scaled_and_taken_even_without_updates():
     dp = PrivacyConfig(mode="central", clip_norm=2.0, noise_multiplier=1.5)
-    a = central_fuse(GLOBAL, [], CTX, UNIFORM, dp, expected_clients=1, seed=0).state["w"]
-    b = central_fuse(GLOBAL, [], CTX, UNIFORM, dp, expected_clients=1, seed=0).state["w"]
-    c = central_fuse(GLOBAL, [], CTX, UNIFORM, dp, expected_clients=1, seed=1).state["w"]
+    a = central_dp(UNIFORM, dp, 1, 0).fuse(GLOBAL, [], CTX).state["w"]
+    b = central_dp(UNIFORM, dp, 1, 0).fuse(GLOBAL, [], CTX).state["w"]
+    c = central_dp(UNIFORM, dp, 1, 1).fuse(GLOBAL, [], CTX).state["w"]
     assert torch.equal(a, b) and not torch.equal(a, c)
-    big = central_fuse({"w": torch.zeros(200, 200)}, [], CTX, UNIFORM, dp, expected_clients=1, seed=0).state["w"]
+    big = central_dp(UNIFORM, dp, 1, 0).fuse({"w": torch.zeros(200, 200)}, [], CTX).state["w"]
     assert float(big.std()) == pytest.approx(3.0, rel=0.05)
 
 
@@ -95,3 +96,37 @@ def test_a_central_dp_run_reports_epsilon_every_round(run_small):
     assert summary["privacy"]["sample_rate"] == 0.6 and summary["privacy"]["mode"] == "central"
     for r in records:
         assert all(c["weight"] == pytest.approx(1 / 3) for c in r["clients"])  # 1/m, m = 0.6 * 5
+
+
+def test_make_fusion_wraps_only_central_dp():
+    from deqfl.fl.fusion import CentralDPFusion, Fusion, make_fusion  # noqa: PLC0415
+
+    assert type(make_fusion(UNIFORM, None, 3.0, 0)) is Fusion
+    assert type(make_fusion(UNIFORM, PrivacyConfig(mode="local"), 3.0, 0)) is Fusion
+    wrapped = make_fusion(UNIFORM, PrivacyConfig(mode="central"), 3.0, 0)
+    assert isinstance(wrapped, CentralDPFusion) and wrapped.config is UNIFORM and wrapped.inner.config is UNIFORM
+
+
+def test_central_dp_with_server_momentum_keeps_and_restores_its_state():
+    from deqfl.fl.fusion import make_fusion  # noqa: PLC0415
+
+    config = FusionConfig(weighting="uniform", aggregator="mean", server_optimizer="fedavgm",
+                          server_optimizer_options={"lr": 1.0, "momentum": 0.5})
+    dp = PrivacyConfig(mode="central", clip_norm=1.0, noise_multiplier=0.0)
+    fusion = make_fusion(config, dp, expected_clients=2, seed=0)
+    # one client per round, delta 1.0 everywhere (norm sqrt(20)): clipped to 1/sqrt(20) per entry, then / m = 2
+    d = 1 / math.sqrt(20) / 2
+    first = fusion.fuse(GLOBAL, [update(0, 1.0)], CTX)
+    assert torch.allclose(first.state["w"], torch.full((4, 5), d), atol=1e-7)  # v = d
+    saved = fusion.state_dict()
+    assert torch.allclose(saved["server_optimizer/momentum/w"], torch.full((4, 5), d, dtype=torch.float64))
+    moved = {"w": first.state["w"] + 1.0, "b": first.state["b"], "n": torch.tensor(1)}
+    upd = update(1, 0.0)
+    upd.state = moved
+    second = fusion.fuse(first.state, [upd], CTX)
+    assert torch.allclose(second.state["w"], first.state["w"] + (0.5 * d + d), atol=1e-7)  # v = 0.5 d + d
+    again = make_fusion(config, dp, expected_clients=2, seed=0)
+    again.load_state_dict(saved)
+    assert torch.equal(again.fuse(first.state, [upd], CTX).state["w"], second.state["w"])
+    empty = make_fusion(config, dp, expected_clients=2, seed=0).fuse(GLOBAL, [], CTX)
+    assert not empty.skipped  # no valid update: the (noise-only) step is still taken

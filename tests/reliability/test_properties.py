@@ -22,7 +22,10 @@ from deqfl.fl.faults import FaultsConfig
 from deqfl.fl.fusion import ClientUpdate, Fusion, FusionConfig
 from deqfl.fl.privacy import PrivacyConfig
 from deqfl.fl.profiles import TierConfig
+from deqfl.fl.intake import upload_limit
+from deqfl.fl.reply import MAX_TEXT, update_fields
 from deqfl.fl.server import ClientReply, RoundSettings, run_round
+from deqfl.fl.transport import encode_state
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -108,34 +111,51 @@ def states(draw):
     return state
 
 
+def _payload(draw, state) -> bytes:
+    """The encoded state, or bytes that are not one (junk, truncated, oversized)."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        return draw(st.binary(max_size=64))
+    payload = encode_state(state, draw(st.sampled_from(["float32", "float16"])))
+    kind = draw(st.sampled_from(["ok", "ok", "ok", "truncated", "oversized"]))
+    if kind == "truncated":
+        return payload[: draw(st.integers(0, len(payload) - 1))]
+    if kind == "oversized":
+        return payload + b" " * upload_limit(GLOBAL)
+    return payload
+
+
+huge = st.sampled_from([10**400, -(10**400), 2**64, math.inf, -math.inf, math.nan, True])
+
+
 @st.composite
 def replies(draw, jobs):
     out = []
     for job in jobs:
         cid = job.data.client_id
         for _ in range(draw(st.sampled_from([1, 1, 1, 0, 2]))):
-            kind = draw(st.sampled_from(["update", "update", "error", "junk-update", "junk-fields"]))
+            kind = draw(st.sampled_from(["update", "update", "error", "junk-reply", "junk-fields"]))
             if kind == "error":
-                out.append(ClientReply(cid, None, error=draw(st.text(max_size=8))))
+                out.append(ClientReply(cid, error=draw(st.text(max_size=8))))
                 continue
-            if kind == "junk-update":
-                out.append(ClientReply(cid, draw(junk), bytes_up=draw(junk)))
+            if kind == "junk-reply":
+                out.append(ClientReply(cid, payload=draw(junk | st.binary(max_size=16)), fields=draw(junk)))
                 continue
-            update = ClientUpdate(
-                client_id=cid, tier="t", state=draw(states()), num_examples=draw(st.integers(-5, 10**12)),
+            fields = update_fields(ClientUpdate(
+                client_id=cid, tier="t", state={}, num_examples=draw(st.integers(-5, 10**12)),
                 local_steps=draw(st.integers(1, 5)), forward_cap=draw(st.integers(0, 16)),
                 residual=draw(st.none() | st.floats(0, math.inf)), holdout_loss=None,
                 metrics={"work_units": draw(st.floats(0, 1e6)), "train_loss": draw(junk)},
-                coverage=draw(st.none() | st.just({"w": (1, 1)}) | junk),  # the server's field, forged
-            )
+            ))
+            fields["coverage"] = draw(st.none() | st.just({"w": (1, 1)}) | junk)  # the server's field, forged
             if kind == "junk-fields":
-                name = draw(st.sampled_from(["client_id", "metrics", "tier", "num_examples", "momentum"]))
-                update = dataclasses.replace(update, **{name: draw(junk)})
-            out.append(ClientReply(cid, update, bytes_up=draw(st.integers(0, 10**6) | junk)))
+                names = ["client_id", "metrics", "tier", "num_examples", "local_steps", "momentum", "residual"]
+                for name in draw(st.lists(st.sampled_from(names), min_size=1, max_size=3)):
+                    fields[name] = draw(junk | huge)
+            out.append(ClientReply(cid, payload=_payload(draw, draw(states())), fields=fields))
     if draw(st.booleans()):
         out.append(draw(junk))
     if draw(st.booleans()):
-        out.append(ClientReply(99, None, error="stranger"))
+        out.append(ClientReply(99, error="stranger"))
     return draw(st.permutations(out))
 
 
@@ -178,8 +198,8 @@ def test_no_engine_reply_makes_the_round_raise(data, settings_, fusion_config):
         assert torch.equal(value, before[key])
         assert outcome.state[key].shape == value.shape and outcome.state[key].dtype == value.dtype
         assert torch.isfinite(outcome.state[key].double()).all()
-    record = outcome.record
-    assert all(isinstance(r["reason"], str) and r["reason"] for r in record["rejected"])
+    record = outcome.record.to_json()
+    assert all(isinstance(r["reason"], str) and 0 < len(r["reason"]) <= MAX_TEXT for r in record["rejected"])
     accepted = {c["id"] for c in record["clients"]}
     assert not accepted & {r["client"] for r in record["rejected"] if r["client"] is not None}
     if record["skipped"]:
@@ -200,13 +220,15 @@ class ForgedCoverageEngine:
 
     def run_clients(self, jobs, download):
         state = {k: v + 1 if v.is_floating_point() else v.clone() for k, v in GLOBAL.items()}
-        return [
-            ClientReply(job.data.client_id, ClientUpdate(
-                client_id=job.data.client_id, tier="t", state=state, num_examples=8, local_steps=1,
-                forward_cap=0, residual=None, holdout_loss=None, coverage={"w": (1, 1)},
-            ), bytes_up=100)
-            for job in jobs
-        ]
+        replies = []
+        for job in jobs:
+            update = ClientUpdate(
+                client_id=job.data.client_id, tier="t", state=state, num_examples=8, local_steps=2,
+                forward_cap=0, residual=None, holdout_loss=None,
+            )
+            reply = ClientReply.from_update(update, "float32")
+            replies.append(dataclasses.replace(reply, fields={**reply.fields, "coverage": {"w": [1, 1]}}))
+        return replies
 
 
 def test_a_client_cannot_set_its_own_coverage():
@@ -214,5 +236,5 @@ def test_a_client_cannot_set_its_own_coverage():
                               transport_dtype="float32", reference_cap=16, reference_tol=1e-3, options=OPTIONS)
     fusion = Fusion(FusionConfig(weighting="examples", aggregator="heterofl"))
     outcome = run_round(1, dict(GLOBAL), CLIENTS, TIERS, settings_, ForgedCoverageEngine(), fusion)
-    assert not outcome.record["rejected"]
+    assert not outcome.record.rejected
     assert torch.allclose(outcome.state["w"], GLOBAL["w"] + 1) and torch.allclose(outcome.state["b"], GLOBAL["b"] + 1)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import time
 
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
@@ -35,11 +34,10 @@ log = logging.getLogger(__name__)
 PULL_INTERVAL = 0.1
 
 
-def grid_engine(grid: Grid, run: FlowerRun, reference: dict[str, torch.Tensor]) -> "GridEngine":
-    """The engine for `run` on `grid`; replies are decoded against `reference` (the global
-    model's federated state: names, shapes, dtypes). Messages live `round_timeout` + 60 s;
-    a node query waits at most 30 s (or `round_timeout`, if shorter)."""
-    strategy = DeqflStrategy(run.config_text, reference, message_ttl=run.round_timeout + 60.0)
+def grid_engine(grid: Grid, run: FlowerRun) -> "GridEngine":
+    """The engine for `run` on `grid`. Messages live `round_timeout` + 60 s; a node query
+    waits at most 30 s (or `round_timeout`, if shorter)."""
+    strategy = DeqflStrategy(run.config_text, message_ttl=run.round_timeout + 60.0)
     return GridEngine(
         grid, strategy, run.num_clients, run.round_timeout,
         connect_timeout=run.connect_timeout, query_timeout=min(30.0, run.round_timeout),
@@ -155,7 +153,7 @@ class GridEngine:
                 else:
                     # kept while the SuperLink still lists the node; dropped once it does not
                     error = f"node {node}: no reply within {self.round_timeout:g} s (node died or timed out)"
-                reply = ClientReply(cid, None, error=error)
+                reply = ClientReply.failed(cid, error)
             if reply.error:
                 log.warning("round %d: client %d: %s", round_number, cid, reply.error)
             out.append(reply)

@@ -28,6 +28,7 @@ from flwr.app import ConfigRecord, RecordDict
 from pydantic import BaseModel
 
 from deqfl.fl.client import ClientTask
+from deqfl.fl.reply import update_fields
 from deqfl.fl.update import ClientUpdate
 
 TASK_KEY = "task"
@@ -83,8 +84,7 @@ def task_record(client_id: int, task: ClientTask, download: bytes, config_toml: 
 
 
 def update_record(update: ClientUpdate, upload: bytes) -> RecordDict:
-    fields = {f.name: getattr(update, f.name) for f in dataclasses.fields(update) if f.name != "state"}
-    return RecordDict({UPDATE_KEY: ConfigRecord({"payload": upload, "update": json.dumps(fields)})})
+    return RecordDict({UPDATE_KEY: ConfigRecord({"payload": upload, "update": json.dumps(update_fields(update))})})
 
 
 def update_from_record(content: RecordDict) -> tuple[dict[str, Any], bytes]:

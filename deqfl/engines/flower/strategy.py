@@ -26,28 +26,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from deqfl.engines.flower import protocol as P
 from deqfl.fl.server import ClientJob, ClientReply
-from deqfl.fl.transport import decode_state
-from deqfl.fl.update import ClientUpdate
 
 log = logging.getLogger(__name__)
 
 
 class DeqflStrategy(FedAvg):
-    def __init__(self, config_toml: str, reference: dict[str, torch.Tensor], message_ttl: float):
+    def __init__(self, config_toml: str, message_ttl: float):
         super().__init__(
             fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=0,
             min_evaluate_nodes=0, min_available_nodes=0,
         )
         self.config_toml = config_toml
         self.digest = P.config_digest(config_toml)
-        self.reference = reference
         self.message_ttl = message_ttl
         self._jobs: list[ClientJob] = []
         self._node_of: dict[int, int] = {}
@@ -88,18 +84,18 @@ class DeqflStrategy(FedAvg):
                 continue
             if msg.has_error():
                 failed += 1
-                self.replies[cid] = ClientReply(cid, None, error=f"node {node}: {msg.error.reason}")
+                self.replies[cid] = ClientReply.failed(cid, f"node {node}: {msg.error.reason}")
                 continue
             try:
                 fields, upload = P.update_from_record(msg.content)
-                fields["client_id"] = cid  # the server's id, never the payload's
-                update = ClientUpdate(state=decode_state(upload, like=self.reference), **fields)
-            except Exception as exc:  # noqa: BLE001 - a malformed reply is a failed client
+            except (KeyError, TypeError, ValueError) as exc:  # no readable update record: a failed client
                 failed += 1
-                self.replies[cid] = ClientReply(cid, None, error=f"node {node}: malformed reply: {type(exc).__name__}: {exc}")
+                self.replies[cid] = ClientReply.failed(cid, f"node {node}: malformed reply: {type(exc).__name__}: {exc}")
                 continue
+            if isinstance(fields, dict):
+                fields = {**fields, "client_id": cid}  # the node's client, whatever the reply says
             received += 1
-            self.replies[cid] = ClientReply(cid, update, bytes_up=len(upload))
+            self.replies[cid] = ClientReply(cid, payload=upload, fields=fields)
         return None, MetricRecord({"received": received, "failed": failed})
 
     def configure_evaluate(

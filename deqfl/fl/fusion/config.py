@@ -1,4 +1,5 @@
-"""`FusionConfig`: the typed, validated choice of weighting, aggregator and their limits."""
+"""`FusionConfig`: the typed, validated choice of weighting, aggregator, server optimiser
+and their limits."""
 
 from __future__ import annotations
 
@@ -8,8 +9,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from deqfl.errors import ConfigError
-from deqfl.fl.fusion.registry import AGGREGATORS, WEIGHTINGS
+from deqfl.fl.fusion.optimizer.base import OptimizerOptions
+from deqfl.fl.fusion.registry import AGGREGATORS, OPTIMIZERS, WEIGHTINGS
 from deqfl.fl.validation import ValidationLimits
+
+
+LEGACY_LR_OPTIMIZER = "sgd"
+"""The server optimiser whose step size is the historical key `fusion.server_lr`."""
 
 
 class FusionConfig(BaseModel):
@@ -40,7 +46,22 @@ class FusionConfig(BaseModel):
         "width-sliced tiers), 'median', 'trimmed-mean', 'krum', 'multi-krum', or a registered name.",
     )
     server_lr: float = Field(
-        1.0, gt=0, description="Server step size: x_new = x + server_lr * fused delta."
+        1.0,
+        gt=0,
+        description="Step size of server_optimizer='sgd': x_new = x + server_lr * fused delta "
+        "(other optimisers take lr from server_optimizer_options; leave this at 1).",
+    )
+    server_optimizer: str = Field(
+        "sgd",
+        description="How the fused delta moves the global model: 'sgd' (x + server_lr * delta), "
+        "'fedavgm', 'fedadam', 'fedyogi', 'fedadagrad' (Reddi et al., ICLR 2021; stateful, "
+        "kept in checkpoints), or a registered name. See docs/FUSION.md.",
+    )
+    server_optimizer_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Parameters of the chosen server optimiser, checked by its own model "
+        "(docs/FUSION.md): fedavgm lr, momentum; fedadam lr, beta_1, beta_2, tau, "
+        "bias_correction; fedyogi lr, beta_1, beta_2, tau; fedadagrad lr, beta_1, tau; sgd none.",
     )
     max_norm_factor: float | None = Field(
         10.0,
@@ -81,6 +102,35 @@ class FusionConfig(BaseModel):
             raise ValueError(AGGREGATORS.unknown(name))
         return name
 
+    @field_validator("server_optimizer")
+    @classmethod
+    def _known_optimizer(cls, name: str) -> str:
+        if name not in OPTIMIZERS.names():
+            raise ValueError(OPTIMIZERS.unknown(name))
+        return name
+
+    @model_validator(mode="after")
+    def _optimizer_options_fit(self) -> FusionConfig:
+        if self.server_optimizer != LEGACY_LR_OPTIMIZER and self.server_lr != 1.0:
+            raise ValueError(
+                f"server_lr={self.server_lr} applies to server_optimizer='{LEGACY_LR_OPTIMIZER}' only; "
+                f"set fusion.server_optimizer_options.lr for '{self.server_optimizer}'"
+            )
+        if self.server_optimizer == LEGACY_LR_OPTIMIZER and self.server_optimizer_options:
+            raise ValueError(
+                f"server_optimizer_options: '{LEGACY_LR_OPTIMIZER}' takes no options (its step size "
+                f"is fusion.server_lr); got {sorted(self.server_optimizer_options)}"
+            )
+        try:
+            self.optimizer_options()
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"server_optimizer_options.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise ValueError(f"server_optimizer '{self.server_optimizer}': {problems}") from None
+        return self
+
     @model_validator(mode="after")
     def _floor_below_cap(self) -> FusionConfig:
         if self.residual_floor >= self.residual_cap:
@@ -101,6 +151,16 @@ class FusionConfig(BaseModel):
                 key = ".".join([prefix, *(str(p) for p in err["loc"])])
                 lines.append(f"{key}: {err['msg']}")
             raise ConfigError("invalid fusion config:\n  " + "\n  ".join(lines)) from None
+
+    def __hash__(self) -> int:  # server_optimizer_options is a dict
+        return hash(self.model_dump_json())
+
+    def optimizer_options(self) -> OptimizerOptions:
+        """The chosen server optimiser's typed options (sgd: lr = server_lr)."""
+        options = dict(self.server_optimizer_options)
+        if self.server_optimizer == LEGACY_LR_OPTIMIZER:
+            options["lr"] = self.server_lr
+        return OPTIMIZERS.get(self.server_optimizer).Options.model_validate(options)
 
     def limits(self) -> ValidationLimits:
         """The bounds `deqfl.fl.validation` applies under this config."""

@@ -1,8 +1,9 @@
 """`Fusion`: validate a round's updates, weigh them, aggregate them, step the model.
 
-    x_new = x + server_lr * aggregate({x_k - x}, {w_k}),   w_k = s_k / sum_j s_j
+    d = aggregate({x_k - x}, {w_k}),   w_k = s_k / sum_j s_j,   x_new = optimizer(x, d)
 
-with s_k the weighting's scores. Contract of `Fusion.fuse`:
+with s_k the weighting's scores and the server optimiser `sgd` (x + server_lr * d) by
+default. Contract of `Fusion.fuse`:
 
 - never raises on anything a client sent; bad updates are rejected with a reason (see
   `deqfl.fl.validation`) and never touch the global model;
@@ -12,14 +13,20 @@ with s_k the weighting's scores. Contract of `Fusion.fuse`:
   non-floating tensors (integer buffers such as BatchNorm's `num_batches_tracked`) are
   taken unchanged from the global state;
 - fewer than `min_updates` valid updates, or a fused model with non-finite values: the
-  round is skipped and `state` holds the global state's own tensors, unchanged.
+  round is skipped, `state` holds the global state's own tensors, unchanged, and the
+  server optimiser's state is unchanged too.
+
+`Fusion.fuse_with` is that skeleton with the combine stage (weigh + aggregate) and the
+validation limits as parameters; wrappers such as central DP
+(`deqfl.fl.fusion.central_dp.CentralDPFusion`) reuse it with their own combine stage.
+State between rounds is the server optimiser's: `state_dict()` / `load_state_dict()`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,11 +34,15 @@ import torch
 
 from deqfl.fl.fusion.base import Weights
 from deqfl.fl.fusion.config import FusionConfig
-from deqfl.fl.fusion.registry import AGGREGATORS, WEIGHTINGS
+from deqfl.fl.fusion.optimizer.base import ServerOptimizer
+from deqfl.fl.fusion.registry import AGGREGATORS, OPTIMIZERS, WEIGHTINGS
 from deqfl.fl.update import ClientUpdate, FusionContext
-from deqfl.fl.validation import validate_updates
+from deqfl.fl.validation import ValidatedUpdate, ValidationLimits, validate_updates
 
 log = logging.getLogger(__name__)
+
+STATE_PREFIX = "server_optimizer/"
+"""Prefix of the server optimiser's entries in `Fusion.state_dict()`."""
 
 
 @dataclass
@@ -59,16 +70,40 @@ class FusionResult:
     """Why the round was skipped."""
 
 
+@dataclass(frozen=True)
+class Combined:
+    """A combine stage's output for the accepted updates (in client-id order)."""
+
+    delta: dict[str, torch.Tensor]
+    """The fused delta, float64, one tensor per floating-point key of the global state."""
+    weights: list[float]
+    """Each accepted update's effective share."""
+    quality: list[float]
+    """Each accepted update's quality q_k (1.0 where there is none)."""
+
+
+Combine = Callable[
+    [Mapping[str, torch.Tensor], list[ValidatedUpdate], FusionContext, FusionResult], Combined
+]
+"""(global_state, accepted, ctx, result) -> Combined; may append to `result.adjusted`."""
+
+
+def make_optimizer(config: FusionConfig) -> ServerOptimizer:
+    """A fresh (stateless until its first step) server optimiser for `config`."""
+    return OPTIMIZERS.get(config.server_optimizer)(config.optimizer_options())
+
+
 class Fusion:
     """Server-side fusion built from a `FusionConfig` (see the module docstring).
 
-    Stateless between rounds: a checkpoint needs only its config.
+    Holds the server optimiser, the only state kept between rounds.
     """
 
     def __init__(self, config: FusionConfig | None = None) -> None:
         self.config = config or FusionConfig()
         self.weighting = WEIGHTINGS.get(self.config.weighting)
         self.aggregator = AGGREGATORS.get(self.config.aggregator)
+        self.optimizer = make_optimizer(self.config)
 
     def fuse(
         self,
@@ -81,8 +116,36 @@ class Fusion:
         Raises only for a malformed `global_state` (TypeError: the server's own bug) or
         a broken registered weighting (ValueError); never for anything in `updates`.
         """
+        limits = self.config.limits()
+        return self.fuse_with(global_state, updates, ctx, limits, self.config.min_updates, self.combine)
+
+    def combine(
+        self,
+        global_state: Mapping[str, torch.Tensor],
+        accepted: list[ValidatedUpdate],
+        ctx: FusionContext,
+        result: FusionResult,
+    ) -> Combined:
+        """The configured weighting and aggregator (the default combine stage)."""
+        weights = self.weighting([v.update for v in accepted], ctx, self.config)
+        shares = _normalise(weights, len(accepted))
+        aggregate = self.aggregator(accepted, shares, self.config)
+        effective = shares if aggregate.weights is None else list(aggregate.weights)
+        return Combined(delta=aggregate.delta, weights=effective, quality=list(weights.quality))
+
+    def fuse_with(
+        self,
+        global_state: Mapping[str, torch.Tensor],
+        updates: Sequence[object],
+        ctx: FusionContext,
+        limits: ValidationLimits,
+        min_updates: int,
+        combine: Combine,
+    ) -> FusionResult:
+        """The skeleton of `fuse`: validate under `limits`, skip below `min_updates`,
+        `combine`, step with the server optimiser, skip a non-finite model."""
         _check_global(global_state)
-        outcome = validate_updates(global_state, updates, ctx, self.config.limits())
+        outcome = validate_updates(global_state, updates, ctx, limits)
         for r in outcome.rejected:
             log.warning(
                 "round %d: rejected update of client %s: %s", ctx.round, r["client"], r["reason"]
@@ -91,39 +154,46 @@ class Fusion:
             state=dict(global_state),
             accepted=[v.update.client_id for v in outcome.accepted],
             rejected=outcome.rejected,
-            adjusted=outcome.adjusted,
+            adjusted=list(outcome.adjusted),
             delta_norms={v.update.client_id: v.norm for v in outcome.accepted},
         )
-        if len(outcome.accepted) < self.config.min_updates:
+        if len(outcome.accepted) < min_updates:
             return _skip(
                 result,
                 ctx,
-                f"{len(outcome.accepted)} valid update(s), fewer than min_updates="
-                f"{self.config.min_updates}",
+                f"{len(outcome.accepted)} valid update(s), fewer than min_updates={min_updates}",
             )
 
-        clients = result.accepted
-        bounded = [v.update for v in outcome.accepted]
-        weights = self.weighting(bounded, ctx, self.config)
-        shares = _normalise(weights, len(bounded))
-        aggregate = self.aggregator(outcome.accepted, shares, self.config)
-        effective = shares if aggregate.weights is None else list(aggregate.weights)
-
-        state = {}
-        for key, value in global_state.items():
-            if value.is_floating_point():
-                stepped = value.detach().double() + self.config.server_lr * aggregate.delta[key]
-                state[key] = stepped.to(value.dtype)
-            else:
-                state[key] = value.detach().clone()
+        combined = combine(global_state, outcome.accepted, ctx, result)
+        params = {k: v.detach().double() for k, v in global_state.items() if v.is_floating_point()}
+        step = self.optimizer.propose(params, combined.delta)
+        state = {
+            key: step.params[key].to(value.dtype) if value.is_floating_point() else value.detach().clone()
+            for key, value in global_state.items()
+        }
         bad = next((k for k, v in state.items() if not _finite(v)), None)
         if bad is not None:
             return _skip(result, ctx, f"fused model has non-finite values in {bad!r}")
 
+        self.optimizer.accept(step)
         result.state = state
-        result.weights = dict(zip(clients, (float(w) for w in effective)))
-        result.quality = dict(zip(clients, (float(q) for q in weights.quality)))
+        result.weights = dict(zip(result.accepted, (float(w) for w in combined.weights)))
+        result.quality = dict(zip(result.accepted, (float(q) for q in combined.quality)))
         return result
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The state kept between rounds, flat: "server_optimizer/<entry>" -> tensor (a
+        copy; float64 buffers, int64 counters; empty for the stateless `sgd`)."""
+        return {STATE_PREFIX + k: v for k, v in self.optimizer.state_dict().items()}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Restore what `state_dict` returned (copied); ValueError naming a bad entry."""
+        foreign = [k for k in state if not k.startswith(STATE_PREFIX)]
+        if foreign:
+            raise ValueError(
+                f"fusion state: unknown entries {foreign}; every entry starts with {STATE_PREFIX!r}"
+            )
+        self.optimizer.load_state_dict({k[len(STATE_PREFIX) :]: v for k, v in state.items()})
 
 
 def _check_global(global_state: Mapping[str, torch.Tensor]) -> None:

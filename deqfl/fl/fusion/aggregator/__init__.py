@@ -11,6 +11,7 @@ Which combine with the weighting (quality, examples, ...):
 - krum: ignores the weights entirely (one update is selected).
 """
 
-from deqfl.fl.fusion.aggregator import fednova, heterofl, krum, mean, median, trimmed_mean
+# Registration order is the order in which error messages list rules: plain, robust, others.
+from deqfl.fl.fusion.aggregator import mean, median, trimmed_mean, krum, fednova, heterofl
 
 __all__ = ["fednova", "heterofl", "krum", "mean", "median", "trimmed_mean"]

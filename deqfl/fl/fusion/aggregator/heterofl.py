@@ -23,7 +23,7 @@ from deqfl.fl.fusion.registry import register_aggregator
 from deqfl.fl.validation import ValidatedUpdate
 
 
-@register_aggregator("heterofl")
+@register_aggregator("heterofl", handles_coverage=True)
 def heterofl(
     updates: Sequence[ValidatedUpdate], weights: Sequence[float], config: FusionConfig
 ) -> Aggregate:

@@ -51,7 +51,7 @@ def _average_selected(
     return Aggregate(delta=delta, weights=effective)
 
 
-@register_aggregator("krum")
+@register_aggregator("krum", local_dp=True)
 def krum(
     updates: Sequence[ValidatedUpdate], weights: Sequence[float], config: FusionConfig
 ) -> Aggregate:
@@ -59,7 +59,7 @@ def krum(
     return _average_selected(updates, [1.0] * len(updates), chosen)
 
 
-@register_aggregator("multi-krum")
+@register_aggregator("multi-krum", local_dp=True)
 def multi_krum(
     updates: Sequence[ValidatedUpdate], weights: Sequence[float], config: FusionConfig
 ) -> Aggregate:

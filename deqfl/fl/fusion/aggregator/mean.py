@@ -11,7 +11,7 @@ from deqfl.fl.fusion.registry import register_aggregator
 from deqfl.fl.validation import ValidatedUpdate
 
 
-@register_aggregator("mean")
+@register_aggregator("mean", central_dp=True, local_dp=True)
 def mean(
     updates: Sequence[ValidatedUpdate], weights: Sequence[float], config: FusionConfig
 ) -> Aggregate:

@@ -29,7 +29,7 @@ def weighted_median(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor
     return ((ordered.gather(0, lo) + ordered.gather(0, hi)) / 2).squeeze(0)
 
 
-@register_aggregator("median")
+@register_aggregator("median", local_dp=True)
 def median(
     updates: Sequence[ValidatedUpdate], weights: Sequence[float], config: FusionConfig
 ) -> Aggregate:

@@ -30,7 +30,7 @@ def trimmed_mean(values: torch.Tensor, weights: torch.Tensor, trim: int) -> torc
     return torch.where(total > 0, weighted, kept.mean(dim=0))
 
 
-@register_aggregator("trimmed-mean")
+@register_aggregator("trimmed-mean", local_dp=True)
 def trimmed(
     updates: Sequence[ValidatedUpdate], weights: Sequence[float], config: FusionConfig
 ) -> Aggregate:

@@ -10,6 +10,6 @@ from deqfl.fl.fusion.registry import register_weighting
 from deqfl.fl.update import ClientUpdate, FusionContext
 
 
-@register_weighting("uniform")
+@register_weighting("uniform", central_dp=True, local_dp=True)
 def uniform(updates: Sequence[ClientUpdate], ctx: FusionContext, config: FusionConfig) -> Weights:
     return Weights(scores=[1.0] * len(updates), quality=[1.0] * len(updates))

@@ -1,8 +1,10 @@
-"""Batched fixed-point solvers: find z* with z* = f(z*), one independent problem per sample.
+"""What every solver shares: its config, statistics, result, bookkeeping and registry.
 
 Every solver is a pure function `solver(f, z0, config, trace=False) -> SolverResult` over a
-closure `f` that maps a batch `(B, ...)` to a batch of the same shape. Samples must not
-interact through `f` (GroupNorm, convolutions and per-sample maps are fine; BatchNorm is not).
+closure `f` that maps a batch `(B, ...)` to a batch of the same shape, registered under its
+`config.method` name with `@register_solver(name)` (one file per solver in this package);
+`solve` dispatches by name. Samples must not interact through `f` (GroupNorm, convolutions
+and per-sample maps are fine; BatchNorm is not).
 
 Contract shared by all solvers:
 
@@ -32,15 +34,41 @@ from deqfl.errors import ConfigError
 
 Map = Callable[[Tensor], Tensor]
 
-METHODS = ("anderson", "fixed_point", "broyden")
+Solver = Callable[[Map, Tensor, "SolverConfig", bool], "SolverResult"]
 STOP_MODES = ("rel", "abs")
+_REGISTRY: dict[str, Solver] = {}
+
+
+def register_solver(name: str) -> Callable[[Solver], Solver]:
+    """Decorator adding `solver(f, z0, config, trace=False) -> SolverResult` under `name`
+    (the `SolverConfig.method` that selects it)."""
+
+    def decorate(solver: Solver) -> Solver:
+        if name in _REGISTRY and _REGISTRY[name] is not solver:
+            raise ValueError(f"solver {name!r} is already registered (by {_REGISTRY[name].__module__})")
+        _REGISTRY[name] = solver
+        return solver
+
+    return decorate
+
+
+def solver_names() -> tuple[str, ...]:
+    """The registered solver names, sorted."""
+    return tuple(sorted(_REGISTRY))
+
+
+def get_solver(name: str) -> Solver:
+    """The solver registered under `name`; a ConfigError naming the valid ones otherwise."""
+    if name not in _REGISTRY:
+        raise ConfigError(f"solver method {name!r} is unknown; use one of {solver_names()}")
+    return _REGISTRY[name]
 
 
 @dataclass(frozen=True)
 class SolverConfig:
     """Which solver runs and how much work it may do.
 
-    method: "anderson" | "fixed_point" | "broyden".
+    method: a registered solver name (`solver_names()`: "anderson", "broyden", "fixed_point").
     max_iter: cap on f-evaluations (>= 1).  tol: stopping tolerance (>= 0; 0 = run to the cap).
     stop_mode: "rel" or "abs" residual (see module docstring).
     m: Anderson memory (past iterates mixed).  lam: Anderson ridge, relative to the mean squared
@@ -59,8 +87,7 @@ class SolverConfig:
     damping: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(f"solver method {self.method!r} is unknown; use one of {METHODS}")
+        get_solver(self.method)  # a ConfigError naming the registered solvers
         if self.stop_mode not in STOP_MODES:
             raise ConfigError(f"solver stop_mode {self.stop_mode!r} is unknown; use one of {STOP_MODES}")
         if not isinstance(self.max_iter, int) or isinstance(self.max_iter, bool) or self.max_iter < 1:
@@ -129,7 +156,7 @@ class SolverResult:
     stats: SolverStats
 
 
-class _Tracker:
+class Tracker:
     """Per-sample bookkeeping: best iterate, residuals, convergence, iteration counts."""
 
     def __init__(self, batch: int, config: SolverConfig, trace: bool, like: Tensor) -> None:
@@ -166,7 +193,7 @@ class _Tracker:
     def running(self) -> bool:
         return self.nfe < self.config.max_iter and bool(self.active.any())
 
-    def result(self, layout: _Flat) -> SolverResult:
+    def result(self, layout: FlatLayout) -> SolverResult:
         traces = {}
         if self.trace is not None:
             traces = {
@@ -185,7 +212,7 @@ class _Tracker:
         return SolverResult(layout.unflat(self.best_z), stats)
 
 
-class _Flat:
+class FlatLayout:
     """Flat (B, d) view of a batch of states, following z0's memory layout: a channels_last
     4-D state is flattened in NHWC order, so neither flattening nor the cell (which then
     receives channels_last tensors, the fast path of CPU convolutions) copies. Norms, and so
@@ -208,127 +235,6 @@ class _Flat:
         return lambda x: self.flat(f(self.unflat(x)))
 
 
-@torch.no_grad()
-def fixed_point(f: Map, z0: Tensor, config: SolverConfig, trace: bool = False) -> SolverResult:
-    """Damped Picard iteration x_{k+1} = (1 - damping) x_k + damping f(x_k)."""
-    layout = _Flat(z0)
-    fl, x = layout.map(f), layout.flat(z0)
-    tracker = _Tracker(x.shape[0], config, trace, x)
-    while True:
-        fx = fl(x)
-        tracker.update(x, fx)
-        if not tracker.running():
-            return tracker.result(layout)
-        x = fx if config.damping == 1.0 else torch.lerp(x, fx, config.damping)
-
-
-@torch.no_grad()
-def anderson(f: Map, z0: Tensor, config: SolverConfig, trace: bool = False) -> SolverResult:
-    """Anderson acceleration (type II) with memory m, relative ridge lam and mixing beta.
-
-    With G_i = f(x_i) - x_i over the last n <= m iterates, the weights a solve
-        min_a ||sum_i a_i G_i||^2 + lam * s * ||a||^2   subject to  sum_i a_i = 1,
-    s = mean_i ||G_i||^2, as the batched (n+1)x(n+1) KKT system [[0, 1^T], [1, G G^T + lam s I]]
-    (one `torch.linalg.solve_ex` for the whole batch). Then
-        x_{k+1} = beta * sum_i a_i f(x_i) + (1 - beta) * sum_i a_i x_i.
-    A sample whose system is singular or gives non-finite weights takes a plain step
-    x_{k+1} = f(x_k) instead; such steps are counted in stats.singular.
-    """
-    layout = _Flat(z0)
-    fl, x = layout.map(f), layout.flat(z0)
-    batch, dim = x.shape
-    m = config.m
-    X = x.new_empty(batch, m, dim)  # only slots already written are read
-    F = x.new_empty(batch, m, dim)
-    tracker = _Tracker(batch, config, trace, x)
-    fx = fl(x)
-    tracker.update(x, fx)
-    X[:, 0], F[:, 0] = x, fx
-    k = 1
-    while tracker.running():
-        n = min(k, m)
-        G = F[:, :n] - X[:, :n]
-        GG = torch.bmm(G, G.transpose(1, 2))
-        scale = GG.diagonal(dim1=1, dim2=2).mean(1)
-        H = x.new_zeros(batch, n + 1, n + 1)
-        H[:, 0, 1:] = 1
-        H[:, 1:, 0] = 1
-        H[:, 1:, 1:] = GG
-        H[:, 1:, 1:].diagonal(dim1=1, dim2=2).add_((config.lam * scale + tracker.eps)[:, None])
-        rhs = x.new_zeros(batch, n + 1, 1)
-        rhs[:, 0] = 1
-        sol, info = torch.linalg.solve_ex(H, rhs)
-        alpha = sol[:, 1:, 0]
-        bad = (info != 0) | ~torch.isfinite(alpha).all(1)
-        if bool(bad.any()):
-            plain = torch.zeros_like(alpha)
-            plain[:, (k - 1) % m] = 1
-            alpha = torch.where(bad[:, None], plain, alpha)
-            tracker.singular += int((bad & tracker.active).sum())
-        x = torch.bmm(alpha[:, None], F[:, :n])[:, 0]
-        if config.beta != 1.0:
-            x = config.beta * x + (1 - config.beta) * torch.bmm(alpha[:, None], X[:, :n])[:, 0]
-        fx = fl(x)
-        tracker.update(x, fx)
-        X[:, k % m], F[:, k % m] = x, fx
-        k += 1
-    return tracker.result(layout)
-
-
-@torch.no_grad()
-def broyden(f: Map, z0: Tensor, config: SolverConfig, trace: bool = False) -> SolverResult:
-    """Broyden's ("good") method on g(x) = f(x) - x with a low-rank inverse Jacobian.
-
-    B^{-1} = -I + sum_j u_j v_j^T starts at -I (so the first step is x + g(x) = f(x)) and after
-    each step dx, dg is updated to satisfy the secant condition B^{-1} dg = dx:
-        u = (dx - B^{-1} dg) / (dx^T B^{-1} dg),  v^T = dx^T B^{-1};
-    the step is x_{k+1} = x_k - B^{-1} g(x_k). Memory holds all max_iter - 1 updates
-    (2 * B * d * max_iter numbers). A near-zero denominator skips that sample's update
-    (counted in stats.singular); converged samples stop moving.
-    """
-    layout = _Flat(z0)
-    fl, x = layout.map(f), layout.flat(z0)
-    batch, dim = x.shape
-    slots = max(config.max_iter - 1, 1)
-    U = x.new_empty(batch, dim, slots)  # only slots already written are read
-    VT = x.new_empty(batch, slots, dim)
-    tracker = _Tracker(batch, config, trace, x)
-    fx = fl(x)
-    tracker.update(x, fx)
-    gx = fx - x
-    step = gx
-    n = 0
-
-    def inv_matvec(v: Tensor) -> Tensor:  # B^{-1} v
-        return -v + torch.bmm(U[:, :, :n], torch.bmm(VT[:, :n], v[:, :, None]))[:, :, 0]
-
-    def inv_rmatvec(v: Tensor) -> Tensor:  # v^T B^{-1}
-        return -v + torch.bmm(torch.bmm(v[:, None], U[:, :, :n]), VT[:, :n])[:, 0]
-
-    while tracker.running():
-        x_new = x + step * tracker.active[:, None]
-        fx = fl(x_new)
-        tracker.update(x_new, fx)
-        g_new = fx - x_new
-        dx, dg = x_new - x, g_new - gx
-        vT = inv_rmatvec(dx)
-        denom = (vT * dg).sum(1)
-        size = torch.linalg.vector_norm(vT, dim=1) * torch.linalg.vector_norm(dg, dim=1)
-        ok = (denom.abs() > 1e3 * tracker.eps + torch.finfo(x.dtype).eps * size) & torch.isfinite(denom)
-        tracker.singular += int((~ok & tracker.active).sum())
-        safe = torch.where(ok, denom, torch.ones_like(denom))
-        U[:, :, n] = torch.where(ok[:, None], (dx - inv_matvec(dg)) / safe[:, None], 0)
-        VT[:, n] = torch.where(ok[:, None], vT, 0)
-        n += 1
-        x, gx = x_new, g_new
-        step = -inv_matvec(gx)
-        step = torch.where(torch.isfinite(step), step, gx)
-    return tracker.result(layout)
-
-
-_SOLVERS = {"anderson": anderson, "fixed_point": fixed_point, "broyden": broyden}
-
-
 def solve(f: Map, z0: Tensor, config: SolverConfig, trace: bool = False) -> SolverResult:
     """Run the solver named by `config.method` (see the module docstring for the contract)."""
-    return _SOLVERS[config.method](f, z0, config, trace)
+    return get_solver(config.method)(f, z0, config, trace)

@@ -1,0 +1,141 @@
+"""The first stage of a round: who takes part, with what task, and what they download.
+
+`plan_round` samples the round's clients (seeded by seed and round; Poisson sampling under
+central DP), serializes the global state once, slices it for width-sliced tiers (HeteroFL),
+and gives each sampled client its task. Everything in a task is the server's decision:
+
+- `forward_cap`: the tier's `max_iter`, or with a `time_budget` the largest cap whose
+  worst-case simulated time fits (`deqfl.fl.clock.cap_for_time_budget`);
+- `local_steps`: `deqfl.fl.client.local_step_count` of the tier and the client's rows.
+
+Intake (`deqfl.fl.intake`) uses these assigned numbers wherever a client's report would
+steer the model, and records any mismatch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from deqfl.fl import privacy as dp
+from deqfl.fl.attacks import AttackConfig
+from deqfl.fl.client import ClientData, ClientTask, TrainOptions, local_step_count
+from deqfl.fl.clock import cap_for_time_budget
+from deqfl.fl.faults import FaultsConfig, crash_at
+from deqfl.fl.profiles import TierConfig
+from deqfl.fl.sampling import RoundSample, sample_round
+from deqfl.fl.transport import encode_state
+from deqfl.models.width import Shapes, slice_state
+
+
+@dataclass(frozen=True)
+class RoundSettings:
+    """What the server decides rounds by; built once per run from the config."""
+
+    seed: int
+    fraction: float
+    min_clients: int
+    rule: str
+    min_cap: int
+    deadline_seconds: float | None
+    transport_dtype: str
+    reference_cap: int
+    reference_tol: float
+    options: TrainOptions
+    attack: AttackConfig | None = None
+    malicious: tuple[int, ...] = ()
+    """The run's malicious client ids (`deqfl.fl.attacks.malicious_clients`)."""
+    faults: FaultsConfig | None = None
+    privacy: dp.PrivacyConfig | None = None
+    sub_shapes: Mapping[float, Shapes] = field(default_factory=dict)
+    """Width ratio -> the sub-model's tensor shapes, for every tier `width` below 1."""
+    deq_model: bool = True
+    """Whether the model solves a fixed point (a client's forward cap is then its task's;
+    0 for explicit models)."""
+    jacobian_probes: int = 0
+    """The DEQ's Jacobian-penalty probes per sample (`jac_reg_samples`), for the planner."""
+
+
+@dataclass(frozen=True)
+class ClientJob:
+    """One sampled client's work order: its task and its rows."""
+
+    task: ClientTask
+    data: ClientData
+
+    @property
+    def client_id(self) -> int:
+        return self.data.client_id
+
+    @property
+    def assigned_steps(self) -> int:
+        """The local steps the server assigned."""
+        batch = self.task.tier.batch_size or self.task.options.batch_size
+        return local_step_count(self.task.tier, len(self.data.train_indices), batch)
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """A round before dispatch."""
+
+    round: int
+    sample: RoundSample
+    jobs: list[ClientJob]
+    """One job per selected client, in client-id order."""
+    download: bytes
+    """The serialized global state every full-width client receives."""
+    download_bytes: dict[float, int]
+    """Width ratio -> bytes one client of that width downloads (1.0: the whole model)."""
+    sub_globals: dict[float, dict[str, torch.Tensor]]
+    """Width ratio -> the tier's slice of the global state (HeteroFL)."""
+    malicious: list[int]
+    """The selected clients that are malicious (attack simulation)."""
+
+
+def plan_round(
+    round_number: int,
+    global_state: Mapping[str, torch.Tensor],
+    clients: list[ClientData],
+    tiers: list[TierConfig],
+    settings: RoundSettings,
+) -> RoundPlan:
+    sample = _sample(round_number, tiers, settings)
+    download = encode_state(dict(global_state), settings.transport_dtype)
+    sub_globals = {width: slice_state(global_state, shapes) for width, shapes in settings.sub_shapes.items()}
+    download_bytes = {1.0: len(download)} | {
+        width: len(encode_state(sub, settings.transport_dtype)) for width, sub in sub_globals.items()
+    }
+    jobs = [
+        ClientJob(_task(round_number, clients[cid], tiers[cid], settings, len(download)), clients[cid])
+        for cid in sample.selected
+    ]
+    malicious = sorted(set(sample.selected) & set(settings.malicious))
+    return RoundPlan(round_number, sample, jobs, download, download_bytes, sub_globals, malicious)
+
+
+def _sample(round_number: int, tiers: list[TierConfig], s: RoundSettings) -> RoundSample:
+    if s.privacy is not None and s.privacy.mode == "central":
+        return dp.poisson_sample(tiers, s.seed, round_number, s.fraction, s.rule, s.min_cap)
+    return sample_round(tiers, s.seed, round_number, s.fraction, s.min_clients, s.rule, s.min_cap)
+
+
+def _task(round_number: int, data: ClientData, tier: TierConfig, s: RoundSettings, payload: int) -> ClientTask:
+    cap = tier.max_iter
+    if tier.time_budget is not None:
+        batch = tier.batch_size or s.options.batch_size
+        samples = local_step_count(tier, len(data.train_indices), batch) * batch
+        cap = cap_for_time_budget(
+            tier, samples, min(s.options.residual_samples, len(data.train_indices)),
+            s.reference_cap, payload, payload,
+            holdout_samples=len(data.holdout_indices), jacobian_probes=s.jacobian_probes,
+        )
+    cid = data.client_id
+    return ClientTask(
+        round=round_number, seed=s.seed, tier=tier, forward_cap=cap,
+        reference_cap=s.reference_cap, reference_tol=s.reference_tol, options=s.options,
+        attack=s.attack if cid in s.malicious else None,
+        crash_at=crash_at(s.faults, s.seed, round_number, cid),
+        local_dp=s.privacy if s.privacy is not None and s.privacy.mode == "local" else None,
+    )
