@@ -3,6 +3,7 @@ loopback deployment (plain with a SuperNode killed mid-run, and TLS with SuperNo
 authentication). Skipped only when flwr is not installed (`pip install -e '.[flower]'`)."""
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
