@@ -8,7 +8,7 @@ docs/DEPLOYMENT.md. Example:
 
 import sys
 
-from deqfl.engines.flower.fleet import main
+from deqfl.cli.fleet import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:] if sys.argv[1:2] == ["up"] else ["up", *sys.argv[1:]]))

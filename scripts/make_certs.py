@@ -9,7 +9,7 @@ OpenSSH format) for K < 4. See docs/DEPLOYMENT.md.
 
 import sys
 
-from deqfl.engines.flower.fleet import main
+from deqfl.cli.fleet import main
 
 if __name__ == "__main__":
     sys.exit(main(["certs", *sys.argv[1:]]))

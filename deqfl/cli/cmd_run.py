@@ -41,7 +41,7 @@ def register(subparsers) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     from deqfl.experiments.config import load_config  # noqa: PLC0415 - keep --help fast
-    from deqfl.experiments.runner import load_run_config  # noqa: PLC0415
+    from deqfl.experiments.runner import load_run_config, run_experiment  # noqa: PLC0415
 
     overrides = list(args.overrides)
     if args.data_dir:
@@ -79,30 +79,10 @@ def run_command(args: argparse.Namespace) -> int:
                 f"MB {(record['bytes_up'] + record['bytes_down']) / 1e6:.2f}",
             )
 
-        summary = _run_on_engine(config, out_dir, bool(args.resume), on_round)
+        summary = run_experiment(config, out_dir, resume=bool(args.resume), on_round=on_round)
     console.print(summary_table(summary))
     console.print(f"results in {out_dir}")
     return 0
-
-
-def _run_on_engine(config, out_dir: Path, resume: bool, on_round) -> dict:
-    """Run on the config's engine (the Flower engines need the `flower` extra)."""
-    engine = config.experiment.engine
-    if engine == "embedded":
-        from deqfl.experiments.runner import run_experiment  # noqa: PLC0415
-
-        return run_experiment(config, out_dir, resume=resume, on_round=on_round)
-    try:
-        import flwr  # noqa: F401, PLC0415
-    except ModuleNotFoundError:
-        raise ConfigError(f"engine {engine!r} needs Flower: pip install -e '.[flower]'") from None
-    if engine == "flower-sim":
-        from deqfl.engines.flower.simulation import run_flower_simulation  # noqa: PLC0415
-
-        return run_flower_simulation(config, out_dir, resume=resume, on_round=on_round)
-    from deqfl.engines.flower.deployment import run_on_superlink  # noqa: PLC0415
-
-    return run_on_superlink(config, out_dir, resume=resume, on_round=on_round)
 
 
 def summary_table(summary: dict) -> Table:

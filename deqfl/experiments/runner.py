@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from deqfl.data import DatasetArrays, load_dataset, partition_indices
+from deqfl.data import DatasetArrays, load_dataset
+from deqfl.data.clients import client_rows
 from deqfl.engines.embedded import EmbeddedEngine
 from deqfl.errors import ConfigError, DeqflError, RunFailed
 from deqfl.experiments import results as rf
@@ -109,32 +110,15 @@ def build_federation(config: ExperimentConfig) -> Federation:
 
 def client_partition(config: ExperimentConfig, dataset: DatasetArrays) -> list[ClientData]:
     """Every client's training and held-back rows, as the config's partition and seed make
-    them: the server and every deployed device compute the same split from the config."""
-    data, seed = config.data, config.experiment.seed
-    rows = len(dataset.y_train) if data.train_subset == 0 else min(data.train_subset, len(dataset.y_train))
-    parts = partition_indices(
-        dataset.y_train[:rows], data.num_clients, data.partition, seed, **_partition_params(config)
-    )
-    return [_split_holdout(cid, idx, data.holdout_fraction, seed) for cid, idx in enumerate(parts)]
-
-
-def _partition_params(config: ExperimentConfig) -> dict[str, Any]:
+    them (`deqfl.data.clients.client_rows`): the server and every deployed device compute
+    the same split from the config."""
     data = config.data
-    return {
-        "dirichlet": {"alpha": data.alpha},
-        "pathological": {"classes_per_client": data.classes_per_client},
-        "shards": {"shards_per_client": data.shards_per_client},
-        "quantity-skew": {"alpha": data.alpha},
-    }.get(data.partition, {})
-
-
-def _split_holdout(cid: int, indices: np.ndarray, fraction: float, seed: int) -> ClientData:
-    """A seeded share `fraction` of a client's rows is held back (none if it has < 2 rows)."""
-    count = int(round(fraction * len(indices))) if len(indices) >= 2 else 0
-    order = np.random.default_rng([seed, cid, 0x40D]).permutation(len(indices))
-    holdout = np.sort(indices[order[:count]])
-    train = np.sort(indices[order[count:]])
-    return ClientData(cid, train, holdout)
+    rows = client_rows(
+        dataset.y_train, data.num_clients, data.partition, config.experiment.seed,
+        holdout_fraction=data.holdout_fraction, train_subset=data.train_subset,
+        alpha=data.alpha, classes_per_client=data.classes_per_client, shards_per_client=data.shards_per_client,
+    )
+    return [ClientData(r.client_id, r.train_indices, r.holdout_indices) for r in rows]
 
 
 def _settings(fed: Federation) -> RoundSettings:
@@ -282,15 +266,30 @@ def run_experiment(
     resume: bool = False,
     on_round: RoundCallback | None = None,
     stop_after: int | None = None,
-    engine_factory: EngineFactory = embedded_engine,
 ) -> dict[str, Any]:
-    """Run (or resume) the experiment into `out_dir`; returns the summary.
+    """Run (or resume) the experiment into `out_dir` on the engine `experiment.engine`
+    names (chosen by `deqfl.experiments.engines.resolve_engine`, and nowhere else);
+    returns the summary.
 
-    `engine_factory` builds the engine that runs the clients (default: embedded); every
-    decision stays here and in `deqfl.fl`, so engines differ only in transport.
     `stop_after` ends the run after that round without the final evaluation (as an
     interruption would); used to test resumption.
     """
+    from deqfl.experiments.engines import resolve_engine  # noqa: PLC0415 - engines.py builds on this module
+
+    return resolve_engine(config)(config, out_dir, resume, on_round, stop_after)
+
+
+def run_rounds(
+    config: ExperimentConfig,
+    out_dir: Path,
+    resume: bool,
+    on_round: RoundCallback | None,
+    stop_after: int | None,
+    engine_factory: EngineFactory,
+) -> dict[str, Any]:
+    """The run itself, with its clients on the engine `engine_factory` builds: where every
+    engine's launcher ends (in this process, or in a Flower ServerApp's). Every decision
+    stays here and in `deqfl.fl`, so engines differ only in transport."""
     prepare_run_dir(out_dir, config, resume)
     with _run_log(out_dir):
         return _run(config, out_dir, resume, on_round, stop_after, engine_factory)

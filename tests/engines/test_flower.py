@@ -3,6 +3,7 @@ loopback deployment (plain with a SuperNode killed mid-run, and TLS with SuperNo
 authentication). Skipped only when flwr is not installed (`pip install -e '.[flower]'`)."""
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -13,10 +14,11 @@ pytest.importorskip("flwr")
 
 from safetensors.torch import load_file  # noqa: E402
 
-from deqfl.engines.flower.deployment import APP_TOML, run_on_superlink  # noqa: E402
 from deqfl.engines.flower.fleet import Fleet, _children, make_certs  # noqa: E402
-from deqfl.engines.flower.simulation import run_flower_simulation  # noqa: E402
+from deqfl.errors import ConfigError  # noqa: E402
 from deqfl.experiments.config import load_config  # noqa: E402
+from deqfl.experiments.engines import run_on_superlink  # noqa: E402
+from deqfl.experiments.flower_app import APP_TOML  # noqa: E402
 from deqfl.experiments.results import read_jsonl  # noqa: E402
 from deqfl.experiments.runner import run_experiment  # noqa: E402
 
@@ -67,7 +69,7 @@ def test_flower_sim_matches_embedded(flower_env):
     tmp = flower_env
     run_experiment(_config(tmp, 4), tmp / "embedded")
     seen = []
-    summary = run_flower_simulation(_config(tmp, 4, 'experiment.engine="flower-sim"'), tmp / "sim", on_round=seen.append)
+    summary = run_experiment(_config(tmp, 4, 'experiment.engine="flower-sim"'), tmp / "sim", on_round=seen.append)
     assert [r["round"] for r in seen] == [1, 2] and summary["engine"] == "flower-sim"
     _assert_results(tmp / "sim")
     assert _max_diff(tmp / "embedded", tmp / "sim") <= 1e-5
@@ -76,13 +78,29 @@ def test_flower_sim_matches_embedded(flower_env):
     assert [(r["bytes_up"], r["bytes_down"], r["rejected"]) for r in emb] == [(r["bytes_up"], r["bytes_down"], r["rejected"]) for r in sim]
 
 
+def test_run_experiment_runs_the_configs_flower_simulation(flower_env):
+    """`run_experiment` honours experiment.engine = "flower-sim" (issue 15; it ran the
+    embedded engine): the clients train in Flower's ClientApp on Ray, which alone writes
+    the partition cache and Ray's session folder; a used run directory is refused first."""
+    tmp = flower_env
+    config = _config(tmp, 2, 'experiment.engine="flower-sim"', "experiment.rounds=1")
+    seen = []
+    summary = run_experiment(config, tmp / "sim", on_round=seen.append)
+    assert summary["engine"] == "flower-sim" and [r["round"] for r in seen] == [1]
+    assert [c["id"] for c in seen[0]["clients"]] == [0, 1] and seen[0]["rejected"] == []
+    assert len(list((tmp / "cache" / "flower-partitions").glob("*.npz"))) == 1
+    assert list(Path(os.environ["RAY_TMPDIR"]).glob("session_*"))
+    with pytest.raises(ConfigError, match="already holds a run"):
+        run_experiment(config, tmp / "sim")
+
+
 def test_flower_sim_carries_attacks_and_crashes(flower_env):
     """A scaling attacker and a crashing client act on the Flower simulation exactly as on
     the embedded engine: same rejected clients, same malicious weight, same final model."""
     tmp = flower_env
     extra = ("experiment.rounds=1", "attack.kind=scale", "attack.clients=[1]", "faults.crash_clients=[2]")
     run_experiment(_config(tmp, 4, *extra), tmp / "embedded")
-    run_flower_simulation(_config(tmp, 4, 'experiment.engine="flower-sim"', *extra), tmp / "sim")
+    run_experiment(_config(tmp, 4, 'experiment.engine="flower-sim"', *extra), tmp / "sim")
     (emb,), (sim,) = read_jsonl(tmp / "embedded" / "metrics.jsonl"), read_jsonl(tmp / "sim" / "metrics.jsonl")
     assert [r["client"] for r in emb["rejected"]] == [r["client"] for r in sim["rejected"]] == [2]
     assert emb["malicious"] == sim["malicious"] == [1]
@@ -97,7 +115,7 @@ def test_flower_sim_carries_heterofl_sub_models(flower_env):
     extra = ("experiment.rounds=1", "model.name=cnn-small", "fusion.weighting=examples", "fusion.aggregator=heterofl",
              "fleet.tiers=[{name='strong', share=0.5}, {name='weak', share=0.5, width=0.5}]")
     run_experiment(_config(tmp, 4, *extra), tmp / "embedded")
-    run_flower_simulation(_config(tmp, 4, 'experiment.engine="flower-sim"', *extra), tmp / "sim")
+    run_experiment(_config(tmp, 4, 'experiment.engine="flower-sim"', *extra), tmp / "sim")
     (emb,), (sim,) = read_jsonl(tmp / "embedded" / "metrics.jsonl"), read_jsonl(tmp / "sim" / "metrics.jsonl")
     assert not emb["rejected"] and not sim["rejected"]
     assert [(c["tier"], c["bytes_up"]) for c in emb["clients"]] == [(c["tier"], c["bytes_up"]) for c in sim["clients"]]

@@ -1,4 +1,4 @@
-"""`deqfl run --engine flower --superlink HOST:PORT`: the experiment on a running SuperLink.
+"""A run on a running Flower SuperLink: start it, follow it, stop it.
 
 What works with flwr 1.41 without `flwr run` (which we must not use: see DESIGN.md, 6):
 
@@ -9,60 +9,29 @@ What works with flwr 1.41 without `flwr run` (which we must not use: see DESIGN.
    environment (no `uv sync`), so deqfl and torch must be installed there.
 2. A run is created by sending a FAB (a zip holding a `pyproject.toml` with
    `[tool.flwr.app]`) to the Control API's StartRun, exactly what `flwr run` does after
-   building the FAB. This module builds that FAB in memory (only the pyproject: the code
-   comes from the installed deqfl package) and calls StartRun through flwr's
-   `ControlHttpClient`, with the experiment config and the run directory as run config.
-3. The `flwr-serverapp` process loads `deqfl.engines.flower.server_app:app`, which runs
-   deqfl's runner on its grid and writes the results files into the run directory (a path
-   on the SuperLink's machine). SuperNodes run `deqfl.engines.flower.client_app:app` in
-   `flwr-clientapp` subprocesses, one per message, in their own environment.
-4. This module then polls the Control API's ListRuns until the run is finished, follows
-   `metrics.jsonl` for progress (when the run directory is visible from here), and
-   returns `summary.json`.
+   building the FAB. `start_run` builds that FAB in memory from the app's pyproject text
+   (only the pyproject: the code comes from the installed deqfl package) and calls
+   StartRun through flwr's `ControlHttpClient`, with the given run config.
+3. The `flwr-serverapp` process loads the FAB's `serverapp` component; SuperNodes run its
+   `clientapp` in `flwr-clientapp` subprocesses, one per message, in their own
+   environment. deqfl's components are in `deqfl.experiments.flower_app`.
+4. `wait_for_run` polls the Control API's ListRuns until the run is finished.
 """
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from deqfl.errors import DeqflError
-from deqfl.experiments.config import ExperimentConfig
-from deqfl.experiments.results import read_jsonl
-from deqfl.experiments.runner import RoundCallback, prepare_run_dir
-
-APP_TOML = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "deqfl-flower"
-version = "0.1.0"
-description = "deqfl on Flower: the code is the installed deqfl package"
-license = "Apache-2.0"
-dependencies = []
-
-[tool.flwr.app]
-publisher = "deqfl"
-
-[tool.flwr.app.components]
-serverapp = "deqfl.engines.flower.server_app:app"
-clientapp = "deqfl.engines.flower.client_app:app"
-
-[tool.flwr.app.config]
-deqfl-config = ""
-out-dir = ""
-resume = false
-"""
 
 
-def build_fab() -> bytes:
+def build_fab(app_toml: str) -> bytes:
+    """A FAB holding only `pyproject.toml` = `app_toml` (which declares the app)."""
     from flwr.cli.build import build_fab_from_files  # noqa: PLC0415
 
-    return build_fab_from_files({"pyproject.toml": APP_TOML.encode()})[0]
+    return build_fab_from_files({"pyproject.toml": app_toml.encode()})[0]
 
 
 def control_client(address: str, root_certificates: str | None):
@@ -78,19 +47,22 @@ def control_client(address: str, root_certificates: str | None):
     )
 
 
-def start_run(config: ExperimentConfig, out_dir: Path, address: str, root_certificates: str | None, resume: bool) -> int:
+def start_run(
+    address: str, root_certificates: str | None, app_toml: str, run_config: dict[str, str | bool]
+) -> int:
+    """Start the app `app_toml` declares on the SuperLink at `address` with `run_config`
+    (keys of its `[tool.flwr.app.config]`); returns the run id."""
     import hashlib  # noqa: PLC0415
 
     from flwr.common.serde import fab_to_proto, user_config_to_proto  # noqa: PLC0415
     from flwr.proto.control_pb2 import StartRunRequest  # noqa: PLC0415
     from flwr.supercore.fab import Fab  # noqa: PLC0415
 
-    fab_bytes = build_fab()
+    fab_bytes = build_fab(app_toml)
     fab = Fab(hashlib.sha256(fab_bytes).hexdigest(), fab_bytes, {})
-    overrides = {"deqfl-config": config.to_toml(), "out-dir": str(out_dir.resolve()), "resume": resume}
     client = control_client(address, root_certificates)
     try:
-        res = client.StartRun(StartRunRequest(fab=fab_to_proto(fab), override_config=user_config_to_proto(overrides)))
+        res = client.StartRun(StartRunRequest(fab=fab_to_proto(fab), override_config=user_config_to_proto(run_config)))
     finally:
         client.close()
     if not res.HasField("run_id"):
@@ -122,44 +94,31 @@ def stop_run(address: str, root_certificates: str | None, run_id: int) -> None:
         client.close()
 
 
-def run_on_superlink(
-    config: ExperimentConfig,
-    out_dir: Path,
-    resume: bool = False,
-    on_round: RoundCallback | None = None,
+def wait_for_run(
+    address: str,
+    root_certificates: str | None,
+    run_id: int,
+    on_poll: Callable[[], None] | None = None,
     poll_seconds: float = 0.5,
     timeout: float | None = None,
-) -> dict[str, Any]:
-    """Start the run on the SuperLink `config.flower.superlink` and wait for it to finish."""
-    address = config.flower.superlink
-    if not address:
-        raise DeqflError("engine=flower needs the SuperLink address: --superlink HOST:PORT (or flower.superlink)")
-    prepare_run_dir(out_dir, config, resume)  # fail early on a used directory, as the embedded engine does
-    certs = config.flower.root_certificates
-    run_id = start_run(config, out_dir, address, certs, resume)
-    metrics = out_dir / "metrics.jsonl"
-    seen = {r["round"] for r in read_jsonl(metrics)} if resume and metrics.exists() else set()
+) -> None:
+    """Poll until run `run_id` is finished, calling `on_poll()` after every poll; raise
+    DeqflError if it did not complete, or stop it and raise after `timeout` seconds (and
+    on Ctrl-C)."""
     started = time.monotonic()
     try:
         while True:
-            status, sub_status, details = run_status(address, certs, run_id)
-            if on_round and metrics.exists():
-                for record in read_jsonl(metrics):
-                    if record["round"] not in seen:
-                        seen.add(record["round"])
-                        on_round(record)
+            status, sub_status, details = run_status(address, root_certificates, run_id)
+            if on_poll:
+                on_poll()
             if status == "finished":
                 break
             if timeout is not None and time.monotonic() - started > timeout:
-                stop_run(address, certs, run_id)
+                stop_run(address, root_certificates, run_id)
                 raise DeqflError(f"run {run_id} on {address} did not finish within {timeout:g} s; stopped it")
             time.sleep(poll_seconds)
     except KeyboardInterrupt:
-        stop_run(address, certs, run_id)
+        stop_run(address, root_certificates, run_id)
         raise
     if sub_status != "completed":
         raise DeqflError(f"run {run_id} on {address} ended {sub_status}: {details} (see the SuperLink's log)")
-    summary = out_dir / "summary.json"
-    if not summary.exists():
-        return {"run_id": run_id, "out_dir": str(out_dir)}
-    return json.loads(summary.read_text())

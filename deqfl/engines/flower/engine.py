@@ -25,12 +25,23 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from deqfl.engines.flower import protocol as P
+from deqfl.engines.flower.spec import FlowerRun
 from deqfl.engines.flower.strategy import DeqflStrategy
 from deqfl.fl.server import ClientJob, ClientReply
 
 log = logging.getLogger(__name__)
 
 PULL_INTERVAL = 0.1
+
+
+def grid_engine(grid: Grid, run: FlowerRun) -> "GridEngine":
+    """The engine for `run` on `grid`. Messages live `round_timeout` + 60 s; a node query
+    waits at most 30 s (or `round_timeout`, if shorter)."""
+    strategy = DeqflStrategy(run.config_text, message_ttl=run.round_timeout + 60.0)
+    return GridEngine(
+        grid, strategy, run.num_clients, run.round_timeout,
+        connect_timeout=run.connect_timeout, query_timeout=min(30.0, run.round_timeout),
+    )
 
 
 class GridEngine:

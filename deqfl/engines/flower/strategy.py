@@ -108,6 +108,6 @@ class DeqflStrategy(FedAvg):
 
     def start(self, *args, **kwargs):  # noqa: ANN002, ANN003
         raise NotImplementedError(
-            "DeqflStrategy runs inside deqfl's round loop: use deqfl.engines.flower.run_on_grid "
+            "DeqflStrategy runs inside deqfl's round loop: use deqfl.engines.flower.engine.grid_engine "
             "(or `deqfl run --engine flower-sim|flower`), not Strategy.start"
         )
