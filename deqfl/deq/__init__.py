@@ -2,6 +2,7 @@
 
 from deqfl.deq.accounting import Ledger
 from deqfl.deq.backward import IFT, JFB, BackwardMode, Phantom, Unrolled, make_backward
+from deqfl.deq.budget import DEQCall, SolveRecord, deq_layers, solver_budget
 from deqfl.deq.module import DEQ
 from deqfl.deq.solvers import (
     SolverConfig,
@@ -21,12 +22,14 @@ from deqfl.deq.stability import (
 
 __all__ = [
     "DEQ",
+    "DEQCall",
     "IFT",
     "JFB",
     "BackwardMode",
     "BoundedWeightNorm",
     "Ledger",
     "Phantom",
+    "SolveRecord",
     "SolverConfig",
     "SolverResult",
     "SolverStats",
@@ -35,8 +38,10 @@ __all__ = [
     "bounded_weight_norm",
     "broyden",
     "contraction_estimate",
+    "deq_layers",
     "fixed_point",
     "jacobian_penalty",
     "make_backward",
     "solve",
+    "solver_budget",
 ]
