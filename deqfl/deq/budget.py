@@ -2,7 +2,7 @@
 
     with solver_budget(model, forward_cap=8, tol=1e-3, backward=Phantom(k=2), generator=g) as solves:
         logits = model(x)
-    solves.mean_iterations, solves.mean_rel_residual, solves.jacobian_penalty()
+    solves.mean_iterations, solves.mean_rel_residual, solves.jacobian_penalty(), solves.calls
 
 Inside the context every `DEQ` of `model` runs with forward cap `forward_cap` and tolerance
 `tol` (both solvers; None keeps the layer's own value) and gradient mode `backward` (None
@@ -41,6 +41,8 @@ class DEQCall:
     """The forward solve's statistics (detached)."""
     jacobian_penalty: Tensor | None
     """Hutchinson estimate of ||J_f(z*)||_F^2 / dim (with graph); None unless requested."""
+    fixed_point: Tensor | None = None
+    """The layer's output z (detached), with `keep_fixed_points=True` only."""
 
 
 @dataclass
@@ -90,13 +92,15 @@ def solver_budget(
     tol: float | None = None,
     backward: BackwardMode | None = None,
     generator: torch.Generator | None = None,
+    keep_fixed_points: bool = False,
 ) -> Iterator[SolveRecord]:
-    """Run every DEQ of `model` at this budget and collect its calls (module docstring).
-    A model without DEQ layers runs unchanged and records nothing."""
+    """Run every DEQ of `model` at this budget and collect its calls (module docstring);
+    with `keep_fixed_points` each call also keeps the layer's output z (detached; memory
+    grows with the calls). A model without DEQ layers runs unchanged and records nothing."""
     record = SolveRecord()
     with contextlib.ExitStack() as stack:
         for name, deq in deq_layers(model):
-            sink = _Sink(name, record)
+            sink = _Sink(name, record, keep_fixed_points)
             stack.enter_context(deq.budgeted(forward_cap, tol, backward, sink, generator))
         yield record
 
@@ -105,6 +109,8 @@ def solver_budget(
 class _Sink:
     layer: str
     record: SolveRecord
+    keep_fixed_points: bool
 
-    def __call__(self, batch: int, stats: SolverStats, penalty: Tensor | None) -> None:
-        self.record.calls.append(DEQCall(self.layer, batch, stats, penalty))
+    def __call__(self, z: Tensor, stats: SolverStats, penalty: Tensor | None) -> None:
+        fixed_point = z.detach() if self.keep_fixed_points else None
+        self.record.calls.append(DEQCall(self.layer, z.shape[0], stats, penalty, fixed_point))

@@ -14,8 +14,8 @@ from deqfl.deq.backward import JFB, BackwardMode
 from deqfl.deq.solvers import SolverConfig, SolverStats, solve
 from deqfl.deq.stability import contraction_estimate, jacobian_penalty
 
-StatsSink = Callable[[int, SolverStats, Tensor | None], None]
-"""Receives (batch size, forward SolverStats, Jacobian penalty or None) after each forward."""
+StatsSink = Callable[[Tensor, SolverStats, Tensor | None], None]
+"""Receives (output z, forward SolverStats, Jacobian penalty or None) after each forward."""
 
 
 class DEQ(nn.Module):
@@ -91,7 +91,7 @@ class DEQ(nn.Module):
             self.ledger.forward += result.stats.nfe * z0.shape[0]
             z, stats = result.z, result.stats
         if self._sink is not None:
-            self._sink(z0.shape[0], stats, penalty)
+            self._sink(z, stats, penalty)
         return z
 
     @contextlib.contextmanager
@@ -105,7 +105,7 @@ class DEQ(nn.Module):
     ) -> Iterator[None]:
         """The per-layer half of `deqfl.deq.budget.solver_budget` (call that instead): run
         at cap `max_iter` / tolerance `tol` (both solvers; None keeps them) and gradient mode
-        `backward` (None keeps it), hand every call's (batch, stats, penalty) to `sink`, and
+        `backward` (None keeps it), hand every call's (output, stats, penalty) to `sink`, and
         draw the penalty's probes from `generator`; everything is restored on exit."""
         saved = (self.train_solver, self.eval_solver, self.backward, self._sink, self._generator)
         changes = {k: v for k, v in (("max_iter", max_iter), ("tol", tol)) if v is not None}

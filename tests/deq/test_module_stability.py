@@ -105,6 +105,10 @@ def test_budget_applies_to_every_deq_and_returns_their_stats():
     assert solves.mean_iterations == 3.0 and solves.layer("second") == [solves.calls[1]]
     assert solves.mean_rel_residual == pytest.approx(sum(c.stats.mean_rel_residual for c in solves.calls) / 2)
     assert solves.jacobian_penalty() is None  # eval forwards record no penalty
+    assert all(c.fixed_point is None for c in solves.calls)
+    with torch.no_grad(), solver_budget(model, keep_fixed_points=True) as solves:
+        out = model(x)
+    assert torch.equal(solves.calls[1].fixed_point, out) and solves.calls[0].fixed_point.shape == (5, 6)
     model.train()
     with solver_budget(model, generator=torch.Generator().manual_seed(3)) as solves:
         model(x)

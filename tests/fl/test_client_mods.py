@@ -121,7 +121,7 @@ class CountingHook(StepHook):
         self.calls.append(("start", step.index, step.total))
 
     def before_update(self, step):
-        assert step.solves is not None and step.losses
+        assert step.losses and step.solves.calls[0].fixed_point is not None  # the solver iterate is exposed
         self.calls.append(("before", step.index, step.total))
 
     def after_update(self, step):

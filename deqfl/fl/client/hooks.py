@@ -24,8 +24,9 @@ from deqfl.deq.budget import SolveRecord
 
 @dataclass
 class LocalStep:
-    """One local step as the hooks see it. `solves` and `losses` are set once the step's
-    loss is computed (None / empty in `start`)."""
+    """One local step as the hooks see it. `solves` (the step's DEQ calls: solver
+    statistics, fixed points, Jacobian penalties) and `losses` (each loss term's value) are
+    set once the step's loss is computed (None / empty in `start`)."""
 
     index: int
     """0-based step index."""

@@ -35,7 +35,8 @@ class LossInputs:
     anchor: dict[str, Tensor]
     """The same parameters as received from the server (the global model, detached)."""
     solves: SolveRecord
-    """This step's DEQ calls: solver statistics and Jacobian penalties."""
+    """This step's DEQ calls: solver statistics, fixed points (detached) and Jacobian
+    penalties."""
     client_state: dict[str, Tensor] | None
     """The client's persistent state (None when the run keeps none)."""
 

@@ -154,7 +154,7 @@ def _train(round_: ClientRound, backward: BackwardMode) -> _Trained:
             order, cursor = torch.randperm(n, generator=order_gen), 0
         batch = order[cursor : cursor + trained.batch_size]
         cursor += trained.batch_size
-        with solver_budget(model, task.forward_cap, tier.tol, backward, probe_gen) as solves:
+        with solver_budget(model, task.forward_cap, tier.tol, backward, probe_gen, keep_fixed_points=True) as solves:
             logits = model(round_.x_train[batch])
         inputs = LossInputs(logits, round_.y_train[batch], params, anchor, solves, round_.client_state)
         loss, step.losses = total_loss(round_.loss_terms, inputs)
