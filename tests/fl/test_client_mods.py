@@ -192,3 +192,20 @@ def test_the_model_gradient_mode_is_never_silently_replaced(dataset):
     assert update.local_steps == STEPS
     update, _ = train(deq_model(), dataset, task(backward="phantom"))  # the default JFB takes the tier's mode
     assert update.local_steps == STEPS
+
+
+def test_per_key_draws_do_not_depend_on_the_received_key_order(dataset):
+    from deqfl.fl.attacks import AttackConfig
+    from deqfl.fl.privacy import PrivacyConfig
+
+    noisy = dataclasses.replace(
+        task(), local_dp=PrivacyConfig(mode="local", clip_norm=1.0, noise_multiplier=0.5),
+        attack=AttackConfig(kind="inject-nan", clients=[0]),
+    )
+    model = deq_model()
+    start = federated_state(model)
+    forward = train_client(model, dict(start), noisy, dataset, client(0))
+    backward = train_client(model, dict(reversed(list(start.items()))), noisy, dataset, client(0))
+    for key in start:  # same noise and the same NaN entries, key by key
+        assert torch.equal(forward.state[key].isnan(), backward.state[key].isnan())
+        assert torch.equal(forward.state[key].nan_to_num(), backward.state[key].nan_to_num())

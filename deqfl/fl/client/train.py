@@ -61,7 +61,9 @@ def train_client(
     (`deqfl.fl.client.wrappers.builtin_mods`, outermost) and then `mods` (innermost, in
     order). Starts with the default loss terms and no step hooks; mods may add both.
     `client_state` is the client's persistent state, returned (as the mods leave it) in
-    `ClientUpdate.client_state`."""
+    `ClientUpdate.client_state`. The global state is taken in sorted key order, so draws
+    made key by key (local DP noise, attacks) do not depend on the order it was decoded in
+    (safetensors decodes in an order that varies between processes)."""
     round_ = ClientRound(
         model=model,
         global_state=dict(sorted(global_state.items())),
@@ -135,8 +137,8 @@ def _train(round_: ClientRound, backward: BackwardMode) -> _Trained:
     """The local SGD loop: batches drawn without replacement, reshuffled when exhausted."""
     model, task, opts = round_.model, round_.task, round_.task.options
     tier, cid, n = task.tier, round_.data.client_id, len(round_.y_train)
-    trained = _Trained(0, tier.batch_size or opts.batch_size)
-    trained.steps = local_step_count(tier, n, trained.batch_size)
+    batch_size = tier.batch_size or opts.batch_size
+    trained = _Trained(local_step_count(tier, n, batch_size), batch_size)
     order_gen, probe_gen = client_generator(task, cid), client_generator(task, cid, _PROBE_TAG)
     params = {k: p for k, p in model.named_parameters() if p.requires_grad}
     anchor = {k: p.detach().clone() for k, p in params.items()}
