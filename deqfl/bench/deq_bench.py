@@ -43,7 +43,7 @@ from rich.console import Console
 from rich.table import Table
 from torch.nn import functional as F
 
-from deqfl.deq import IFT, JFB, Phantom, SolverConfig, Unrolled, solve
+from deqfl.deq import IFT, JFB, Phantom, SolverConfig, Unrolled, solve, solver_budget
 from deqfl.models import (
     accuracy,
     accuracy_at_budgets,
@@ -152,23 +152,22 @@ def train_epoch(name: str, x: torch.Tensor, y: torch.Tensor, batch: int = 64, lr
 
 
 def backward_timings(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, dict[str, float]]:
-    deq = find_deq(model)
     model.train()
     out = {}
     for name, mode in MODES.items():
         fwd, bwd, iters = [], [], []
-        with deq.override(backward=mode):
-            for i in range(12):
-                model.zero_grad()
-                t0 = time.perf_counter()
+        for i in range(12):
+            model.zero_grad()
+            t0 = time.perf_counter()
+            with solver_budget(model, backward=mode) as solves:
                 loss = F.cross_entropy(model(x), y)
-                t1 = time.perf_counter()
-                loss.backward()
-                t2 = time.perf_counter()
-                if i >= 2:  # warm-up
-                    fwd.append(t1 - t0)
-                    bwd.append(t2 - t1)
-                    iters.append(deq.last_stats.mean_iterations)
+            t1 = time.perf_counter()
+            loss.backward()
+            t2 = time.perf_counter()
+            if i >= 2:  # warm-up
+                fwd.append(t1 - t0)
+                bwd.append(t2 - t1)
+                iters.append(solves.mean_iterations)
         out[name] = {"forward": statistics.median(fwd), "backward": statistics.median(bwd), "iterations": statistics.mean(iters)}
     model.zero_grad()
     return out
@@ -276,9 +275,10 @@ def run(data_dir: str | None, train_subset: int, threads: int, console: Console)
     results["fixed_point_fevals_trained"] = trained["fixed_point"]
     deq = find_deq(deq_model)
     deq_model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), solver_budget(deq_model) as solves:
         deq_model(x_test[:1000])
-    stats = deq.last_stats
+    (call,) = solves.calls
+    stats = call.stats
     results["deq_eval"] = {
         "mean_iterations": stats.mean_iterations,
         "mean_rel_residual": stats.mean_rel_residual,

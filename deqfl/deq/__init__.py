@@ -11,6 +11,7 @@ from deqfl.deq.backward import (
     make_backward,
     register_backward,
 )
+from deqfl.deq.budget import DEQCall, SolveRecord, deq_layers, solver_budget
 from deqfl.deq.module import DEQ
 from deqfl.deq.solvers import (
     SolverConfig,
@@ -32,6 +33,7 @@ from deqfl.deq.stability import (
 
 __all__ = [
     "DEQ",
+    "DEQCall",
     "IFT",
     "JFB",
     "BackwardMode",
@@ -39,6 +41,7 @@ __all__ = [
     "Cost",
     "Ledger",
     "Phantom",
+    "SolveRecord",
     "SolverConfig",
     "SolverResult",
     "SolverStats",
@@ -48,11 +51,13 @@ __all__ = [
     "bounded_weight_norm",
     "broyden",
     "contraction_estimate",
+    "deq_layers",
     "fixed_point",
     "jacobian_penalty",
     "make_backward",
     "register_backward",
     "register_solver",
     "solve",
+    "solver_budget",
     "solver_names",
 ]

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
-from deqfl.deq.accounting import Ledger
+from deqfl.deq.accounting import Ledger, jacobian_penalty_cost, solve_cost
 from deqfl.deq.backward import JFB, BackwardMode
 from deqfl.deq.solvers import SolverConfig, SolverStats, solve
 from deqfl.deq.stability import contraction_estimate, jacobian_penalty
+
+StatsSink = Callable[[Tensor, SolverStats, Tensor | None], None]
+"""Receives (output z, forward SolverStats, Jacobian penalty or None) after each forward."""
 
 
 class DEQ(nn.Module):
@@ -28,14 +31,14 @@ class DEQ(nn.Module):
     * Otherwise (eval mode, or under no_grad): a graph-free solve with `eval_solver` in eval
       mode, `train_solver` in training mode. Output: the solver's z.
 
-    `train_solver`, `eval_solver` and `backward` are plain attributes: a federated client may
-    reassign them at run time (a weak device = smaller max_iter, cheaper backward mode).
-    `forward(x, z0=...)` warm-starts the solve from z0 instead of the cell's initial state.
-
-    After each forward: `last_stats` (SolverStats, detached) and, with jac_reg_samples > 0 in
-    a training forward, `jacobian_loss` (Hutchinson estimate of ||J_f||_F^2 / dim at z*, with
-    graph, for the trainer to add to its loss). Work since `reset_counters()`: `ledger` and
-    `cell_evals` (unit in `deqfl.deq.accounting.Ledger`).
+    `train_solver`, `eval_solver` and `backward` are the layer's own settings; a caller runs
+    it at another budget per call with `deqfl.deq.budget.solver_budget`, which applies to
+    every DEQ of a model and returns each call's SolverStats and, for a layer with
+    jac_reg_samples > 0 in a training forward, its Jacobian penalty (Hutchinson estimate of
+    ||J_f||_F^2 / dim at z*, with graph). Outside such a context statistics are dropped and
+    no penalty is computed. `forward(x, z0=...)` warm-starts the solve from z0 instead of
+    the cell's initial state. Work since `reset_counters()`: `ledger` and `cell_evals` (unit
+    in `deqfl.deq.accounting.Ledger`).
     """
 
     def __init__(
@@ -52,9 +55,9 @@ class DEQ(nn.Module):
         self.eval_solver = eval_solver or self.train_solver
         self.backward = backward or JFB()
         self.jac_reg_samples = jac_reg_samples
-        self.last_stats: SolverStats | None = None
-        self.jacobian_loss: Tensor | None = None
         self.ledger = Ledger()
+        self._sink: StatsSink | None = None
+        self._generator: torch.Generator | None = None
 
     @property
     def cell_evals(self) -> int:
@@ -76,35 +79,44 @@ class DEQ(nn.Module):
         def f(z: Tensor) -> Tensor:
             return self.cell(z, u)
 
-        self.jacobian_loss = None
+        penalty = None
         if self.training and torch.is_grad_enabled():
             z, stats = self.backward.run(f, z0, self.train_solver, self.ledger)
-            if self.jac_reg_samples > 0:
-                self.jacobian_loss = jacobian_penalty(f, z.detach(), self.jac_reg_samples)
-                self.ledger.forward += z.shape[0]
-                self.ledger.vjp += 2 * self.jac_reg_samples * z.shape[0]
+            if self.jac_reg_samples > 0 and self._sink is not None:
+                penalty = jacobian_penalty(f, z.detach(), self.jac_reg_samples, self._generator)
+                self.ledger.charge(jacobian_penalty_cost(self.jac_reg_samples), z.shape[0])
         else:
             result = solve(f, z0, self.train_solver if self.training else self.eval_solver)
-            self.ledger.forward += result.stats.nfe * z0.shape[0]
+            self.ledger.charge(solve_cost(result.stats.nfe), z0.shape[0])
             z, stats = result.z, result.stats
-        self.last_stats = stats
+        if self._sink is not None:
+            self._sink(z, stats, penalty)
         return z
 
     @contextlib.contextmanager
-    def override(
-        self, max_iter: int | None = None, tol: float | None = None, backward: BackwardMode | None = None
-    ) -> Iterator[DEQ]:
-        """Temporarily change the solver budget (both solvers) and/or the gradient mode."""
-        saved = (self.train_solver, self.eval_solver, self.backward)
+    def budgeted(
+        self,
+        max_iter: int | None,
+        tol: float | None,
+        backward: BackwardMode | None,
+        sink: StatsSink,
+        generator: torch.Generator | None,
+    ) -> Iterator[None]:
+        """The per-layer half of `deqfl.deq.budget.solver_budget` (call that instead): run
+        at cap `max_iter` / tolerance `tol` (both solvers; None keeps them) and gradient mode
+        `backward` (None keeps it), hand every call's (output, stats, penalty) to `sink`, and
+        draw the penalty's probes from `generator`; everything is restored on exit."""
+        saved = (self.train_solver, self.eval_solver, self.backward, self._sink, self._generator)
         changes = {k: v for k, v in (("max_iter", max_iter), ("tol", tol)) if v is not None}
         try:
             self.train_solver = dataclasses.replace(self.train_solver, **changes)
             self.eval_solver = dataclasses.replace(self.eval_solver, **changes)
             if backward is not None:
                 self.backward = backward
-            yield self
+            self._sink, self._generator = sink, generator
+            yield
         finally:
-            self.train_solver, self.eval_solver, self.backward = saved
+            self.train_solver, self.eval_solver, self.backward, self._sink, self._generator = saved
 
     def contraction(self, x: Tensor, n_iter: int = 10) -> Tensor:
         """Per-sample estimate of ||J_f||_2 at the (eval-solver) fixed point for input x."""

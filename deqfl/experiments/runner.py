@@ -37,7 +37,7 @@ from deqfl.fl.checkpoint import (
     load_latest_checkpoint,
     save_checkpoint,
 )
-from deqfl.fl.client import ClientData, TrainOptions
+from deqfl.fl.client import ClientData, TrainOptions, tier_backward
 from deqfl.fl.client_state import ClientStateStore
 from deqfl.fl.evaluation import anytime_curve, evaluate
 from deqfl.fl.fusion import make_fusion
@@ -88,6 +88,8 @@ def build_federation(config: ExperimentConfig) -> Federation:
         config.model.name, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
         **config.model.options,
     )
+    for tier in _distinct_tiers(tiers):
+        tier_backward(tier, model)  # a model option that contradicts a tier's gradient mode fails here
     x_test = dataset.normalise(dataset.x_test)
     y_test = torch.as_tensor(dataset.y_test)
     if data.eval_subset and data.eval_subset < len(y_test):

@@ -3,8 +3,8 @@
 The malicious set is chosen once per run from the seed (`malicious_clients`) and kept in
 the results (`summary.json` `malicious`; each round's `malicious` lists the sampled ones
 and `malicious_weight` the fusion weight they won). A malicious client's task carries the
-`AttackConfig`; the attack is carried out inside `deqfl.fl.client.train_client`, so the
-hostile state goes through the real path (encoded by the engine, decoded and validated by
+`AttackConfig`; the attack is carried out by the client's `attack` mod
+(`deqfl.fl.client.wrappers`), so the hostile state goes through the real path (encoded by the engine, decoded and validated by
 the server) exactly as an honest one would.
 
 With Delta = x_k - x the client's honest update from the global model x:

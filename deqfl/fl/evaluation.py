@@ -2,7 +2,7 @@
 
 `evaluate` returns accuracy, mean cross-entropy loss and, for DEQ models, the mean
 relative residual ||f(z)-z|| / ||f(z)|| of the fixed point reached (`residual`), computed
-over the same rows. For explicit models every budget gives the same numbers.
+over the same rows (sample-weighted over batches and DEQ calls). For explicit models every budget gives the same numbers.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from deqfl.fl.client import budget
+from deqfl.deq.budget import solver_budget
 from deqfl.models import find_deq
 
 
@@ -34,15 +34,14 @@ def evaluate(
 ) -> EvalResult:
     model.eval()
     deq = find_deq(model)
-    correct, loss_sum, residual_sum = 0, 0.0, 0.0
-    with budget(model, cap, tol):
+    correct, loss_sum = 0, 0.0
+    with solver_budget(model, cap, tol) as solves:
         for start in range(0, len(y), batch_size):
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             logits = model(xb)
             correct += int((logits.argmax(1) == yb).sum())
             loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
-            if deq is not None:
-                residual_sum += float(deq.last_stats.mean_rel_residual) * len(yb)
+    residual_sum = sum(float(call.stats.mean_rel_residual) * call.batch for call in solves.calls)
     n = len(y)
     return EvalResult(
         accuracy=correct / n,

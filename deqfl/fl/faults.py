@@ -2,9 +2,9 @@
 
 - A *crash* is decided by the server when it builds the round's tasks (listed clients
   crash whenever sampled; otherwise with `crash_probability`, drawn from a generator
-  seeded by (seed, round, client)). The client's task then carries `crash_at`, and
-  `deqfl.fl.client.train_client` raises `ClientCrash` inside its training loop after that
-  share of its local steps. The engine turns the exception into an error reply: the
+  seeded by (seed, round, client)). The client's task then carries `crash_at`, and the
+  client's `crash` mod (`deqfl.fl.client.wrappers`) raises `ClientCrash` at the start of
+  local step `crash_step(crash_at, steps)`. The engine turns the exception into an error reply: the
   client is listed under the round's `rejected` with the reason, and the round goes on.
 - A *straggler* is slowed down on the simulated clock: its simulated seconds are
   multiplied by `straggler_slowdown`. With `sampling.deadline_seconds` set, a client past

@@ -45,6 +45,9 @@ class ClientUpdate:
     """Set by the server, never by the client, for a width-sliced (HeteroFL) update: the
     leading slice of each tensor the client trained. `state` then holds the global values
     outside it (`deqfl.models.width.embed_state`). None: the client trained everything."""
+    client_state: dict[str, torch.Tensor] | None = None
+    """The client's persistent state after the round (`train_client(client_state=...)`),
+    kept on the client side and never uploaded; None when the run keeps none."""
 
 
 @dataclass

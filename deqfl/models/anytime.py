@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from deqfl.deq.budget import solver_budget
 from deqfl.deq.module import DEQ
 
 
@@ -30,14 +31,13 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256) -> f
 def accuracy_at_budgets(
     model: nn.Module, x: Tensor, y: Tensor, budgets: Sequence[int] = (1, 2, 4, 8, 16, 32), batch_size: int = 256
 ) -> dict[int, float]:
-    """{budget: accuracy} with the DEQ's forward cap set to each budget and its tolerance to 0
-    (so exactly `budget` f-evaluations run). Explicit models: one accuracy, at every budget."""
-    deq = find_deq(model)
-    if deq is None:
+    """{budget: accuracy} with every DEQ's forward cap set to each budget and its tolerance to
+    0 (so exactly `budget` f-evaluations run). Explicit models: one accuracy, at every budget."""
+    if find_deq(model) is None:
         acc = accuracy(model, x, y, batch_size)
         return {int(b): acc for b in budgets}
     results = {}
     for b in budgets:
-        with deq.override(max_iter=int(b), tol=0.0):
+        with solver_budget(model, forward_cap=int(b), tol=0.0):
             results[int(b)] = accuracy(model, x, y, batch_size)
     return results

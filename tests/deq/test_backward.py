@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from deqfl.deq import DEQ, IFT, JFB, Phantom, SolverConfig, Unrolled, make_backward
+from deqfl.deq import DEQ, IFT, JFB, Phantom, SolverConfig, Unrolled, make_backward, solver_budget
 from deqfl.errors import ConfigError
 
 DIM, IN, BATCH = 12, 5, 4
@@ -77,7 +77,9 @@ def test_ift_falls_back_when_the_forward_pass_is_unconverged():
     loose = SolverConfig(method="fixed_point", max_iter=1, tol=0.0)
     grad, deq = gradients(IFT(fallback_threshold=1e-3), solver=loose)
     assert deq.ledger.backward_fallbacks == 1
-    assert deq.last_stats.backward_fallbacks == 1
+    with solver_budget(deq) as solves:
+        deq(torch.randn(BATCH, IN, dtype=torch.float64))
+    assert solves.calls[0].stats.backward_fallbacks == 1
     assert torch.equal(grad, gradients(JFB(), solver=loose)[0])
 
 

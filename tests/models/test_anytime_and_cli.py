@@ -21,8 +21,14 @@ def test_deq_is_evaluated_at_exactly_each_budget():
     model = build_model("deq-mnist", (1, 8, 8))
     deq = find_deq(model)
     x, y = torch.randn(20, 1, 8, 8), torch.randint(0, 10, (20,))
-    seen = []
-    model.register_forward_hook(lambda *_: seen.append(deq.last_stats.nfe))
+    seen, cell_calls = [], []
+
+    def count_model_call(*_):
+        seen.append(len(cell_calls))
+        cell_calls.clear()
+
+    deq.cell.register_forward_hook(lambda *_: cell_calls.append(1))
+    model.register_forward_hook(count_model_call)
     result = accuracy_at_budgets(model, x, y, budgets=(1, 3, 9), batch_size=8)
     assert list(result) == [1, 3, 9] and all(0 <= a <= 1 for a in result.values())
     assert seen == [1] * 3 + [3] * 3 + [9] * 3

@@ -4,6 +4,7 @@ import torch
 from sklearn.datasets import load_digits
 from torch.nn import functional as F
 
+from deqfl.deq import solver_budget
 from deqfl.models import accuracy, build_model, find_deq
 
 
@@ -19,12 +20,14 @@ def test_deq_classifier_learns_digits():
     deq = find_deq(model)
     for epoch in range(3):
         for idx in train[torch.randperm(len(train), generator=torch.Generator().manual_seed(epoch))].split(32):
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            with solver_budget(model) as solves:
+                loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
-            assert deq.last_stats.nfe <= deq.train_solver.max_iter
+            assert solves.calls[0].stats.nfe <= deq.train_solver.max_iter
     assert accuracy(model, x[test], y[test]) >= 0.90
     model.eval()
-    model(x[test])
-    assert deq.last_stats.converged_fraction == 1.0  # the cell stayed contractive
+    with solver_budget(model) as solves:
+        model(x[test])
+    assert solves.calls[0].stats.converged_fraction == 1.0  # the cell stayed contractive

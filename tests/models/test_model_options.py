@@ -11,7 +11,6 @@ from deqfl.models import (
     ModelOptions,
     build_model,
     find_deq,
-    list_models,
     model_options,
     parameter_count,
     register_model,

@@ -1,0 +1,70 @@
+"""What the server hands a client for one round: its rows, its task, its local options."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from deqfl.fl.attacks import AttackConfig
+from deqfl.fl.privacy import PrivacyConfig
+from deqfl.fl.profiles import TierConfig
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """A client as the server keeps it until sampled: its row indices, nothing more."""
+
+    client_id: int
+    train_indices: np.ndarray
+    holdout_indices: np.ndarray
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Local training: SGD(lr, momentum, weight_decay) on batches of `batch_size`, FedProx's
+    proximal weight `proximal_mu` (0: off), up to `residual_samples` rows for the residual
+    probe, and the weight of the DEQ's Jacobian penalty in the loss (used when the model's
+    `jac_reg_samples` > 0)."""
+
+    lr: float
+    momentum: float
+    weight_decay: float
+    batch_size: int
+    proximal_mu: float
+    residual_samples: int
+    jacobian_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class ClientTask:
+    """Everything a client needs for one round besides the model and its data."""
+
+    round: int
+    seed: int
+    tier: TierConfig
+    forward_cap: int
+    reference_cap: int
+    reference_tol: float
+    options: TrainOptions
+    attack: AttackConfig | None = None
+    """Set for a malicious client: what it does (`deqfl.fl.attacks`)."""
+    crash_at: float | None = None
+    """Set for an injected crash: the share of local steps done before it raises."""
+    local_dp: PrivacyConfig | None = None
+    """Set under local DP: the client clips and noises its update (`deqfl.fl.privacy`)."""
+
+
+def local_step_count(tier: TierConfig, num_train: int, batch_size: int) -> int:
+    """Steps of one round: `local_steps`, or epochs * ceil(n / batch), times step_fraction."""
+    full = tier.local_steps or tier.local_epochs * math.ceil(num_train / batch_size)
+    return max(1, math.ceil(full * tier.step_fraction))
+
+
+def client_generator(task: ClientTask, client_id: int, *tag: int) -> torch.Generator:
+    """A generator seeded by (seed, round, client, *tag) only, so a client's draws never
+    depend on which clients ran before it. No tag: the batch order's generator."""
+    draw = np.random.default_rng([task.seed, task.round, client_id, *tag]).integers(2**62)
+    return torch.Generator().manual_seed(int(draw))
