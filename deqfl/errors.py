@@ -14,3 +14,28 @@ class ConfigError(DeqflError):
 
 class DataError(DeqflError):
     """A data source is missing, corrupt, or cannot be partitioned as asked."""
+
+
+class ClientFailure(Exception):
+    """A failure the client is allowed to have: it becomes a rejection, and the round goes on.
+
+    Only these are declared: an injected crash (`deqfl.fl.faults.ClientCrash`), a payload
+    that does not decode (`deqfl.fl.transport.PayloadError`). Any other exception inside a
+    client is a programming error and stops the run (`UnexpectedClientError`).
+    """
+
+
+class UnexpectedClientError(RuntimeError):
+    """A client raised an exception that is not a `ClientFailure`: a programming error.
+
+    The engine stops the round with it (in-process, or re-raised in the parent from a
+    worker process); the message names the client and round and carries the traceback.
+    """
+
+    def __init__(self, client_id: int, round_number: int, details: str) -> None:
+        super().__init__(
+            f"client {client_id} failed in round {round_number} with an unexpected error (a bug, not a "
+            f"declared client failure), so the run stops:\n{details}"
+        )
+        self.client_id = client_id
+        self.round_number = round_number

@@ -1,48 +1,85 @@
-"""The embedded engine (default): clients run one after another in this process.
+"""The embedded engine (default): a round's clients run in this process, or in a pool of
+`workers` worker processes (`deqfl.engines.pool`).
 
 It moves real serialized payloads (the same bytes Flower would carry), so byte counts and
-fp16 transport effects are real. A client that raises becomes an error reply (listed
-under `rejected`), never a crashed run. One model object is reused for every client, so
-memory grows with the clients sampled in a round, not with the registered ones.
+fp16 transport effects are real: each client decodes the download, trains
+(`deqfl.engines.client_runner`), and encodes its upload, which the engine decodes here.
+Replies come back in job order, and every client's work depends only on (seed, round,
+client), so the fused model is bitwise the same for any number of workers.
+
+With `workers=1` the clients run one after another on the run's own model. With more, each
+worker rebuilds the model from `model_spec` and maps the data set's arrays; memory grows
+with the workers, not with the registered clients. Close the engine at the end of the run
+(`close()`, or use it as a context manager): that stops the workers.
+
+Failures: a declared `ClientFailure` (an injected crash, a payload that does not decode)
+becomes an error reply (listed under `rejected`); any other exception inside a client is a
+programming error and leaves `run_clients` as `UnexpectedClientError`, which stops the run.
 """
 
 from __future__ import annotations
 
 import logging
+import traceback
 
 from torch import nn
 
 from deqfl.data import DatasetArrays
-from deqfl.fl.client import train_client
-from deqfl.fl.faults import ClientCrash
+from deqfl.engines.client_runner import ClientResult, ClientRunner
+from deqfl.engines.pool import WorkerPool
+from deqfl.engines.spec import ModelSpec
+from deqfl.errors import ClientFailure, UnexpectedClientError
 from deqfl.fl.server import ClientJob, ClientReply
-from deqfl.fl.transport import decode_state, encode_state
-from deqfl.models import federated_state
+from deqfl.fl.transport import decode_state
 
 log = logging.getLogger(__name__)
 
 
 class EmbeddedEngine:
-    def __init__(self, model: nn.Module, dataset: DatasetArrays, transport_dtype: str = "float32"):
-        self.model = model
-        self.dataset = dataset
-        self.transport_dtype = transport_dtype
-        self._reference = federated_state(model)
+    def __init__(
+        self,
+        model: nn.Module,
+        dataset: DatasetArrays,
+        transport_dtype: str = "float32",
+        workers: int = 1,
+        model_spec: ModelSpec | None = None,
+        threads: int = 1,
+    ):
+        if workers > 1 and model_spec is None:
+            raise ValueError("an embedded engine with workers > 1 needs the model_spec to rebuild the model")
+        self._runner = ClientRunner(model, dataset, transport_dtype)
+        self._pool = (
+            WorkerPool(model_spec, dataset, workers, transport_dtype, threads) if workers > 1 else None
+        )
 
     def run_clients(self, jobs: list[ClientJob], download: bytes) -> list[ClientReply]:
-        replies = []
-        for job in jobs:
-            cid = job.data.client_id
-            try:
-                received = decode_state(download, like=self._reference)
-                update = train_client(self.model, received, job.task, self.dataset, job.data)
-                upload = encode_state(update.state, self.transport_dtype)
-                update.state = decode_state(upload, like=self._reference)
-                replies.append(ClientReply(cid, update, bytes_up=len(upload)))
-            except ClientCrash as exc:  # an injected fault (deqfl.fl.faults): no traceback
-                log.warning("client %d crashed: %s", cid, exc)
-                replies.append(ClientReply(cid, None, error=f"{type(exc).__name__}: {exc}"))
-            except Exception as exc:  # noqa: BLE001 - a crashing client must not end the run
-                log.exception("client %d crashed", cid)
-                replies.append(ClientReply(cid, None, error=f"{type(exc).__name__}: {exc}"))
-        return replies
+        results = self._pool.run(jobs, download) if self._pool is not None else [self._run_here(j, download) for j in jobs]
+        return [self._reply(result) for result in results]
+
+    def _run_here(self, job: ClientJob, download: bytes) -> ClientResult:
+        try:
+            return self._runner.run(job, download)
+        except Exception as exc:
+            raise UnexpectedClientError(job.data.client_id, job.task.round, traceback.format_exc()) from exc
+
+    def _reply(self, result: ClientResult) -> ClientReply:
+        if result.error is not None or result.update is None:
+            return ClientReply(result.client_id, None, error=result.error)
+        try:
+            result.update.state = decode_state(result.upload, like=self._runner.reference)
+        except ClientFailure as exc:
+            log.warning("client %d failed: %s", result.client_id, exc)
+            return ClientReply(result.client_id, None, error=f"{type(exc).__name__}: {exc}")
+        return ClientReply(result.client_id, result.update, bytes_up=len(result.upload))
+
+    def close(self) -> None:
+        """Stop the worker processes (a no-op with one worker); safe to call twice."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self) -> EmbeddedEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -8,6 +8,7 @@ fail before any work starts, with a message naming the key and the valid choices
 from __future__ import annotations
 
 import copy
+import os
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -25,6 +26,11 @@ from deqfl.fl.privacy import PrivacyConfig, check_fusion
 from deqfl.fl.profiles import FleetConfig
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0))
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -40,6 +46,17 @@ class ExperimentSection(_Section):
     )
     threads: int = Field(1, gt=0, description="torch intra-op threads, fixed for determinism. 1 is the default: the models' small convolutions gain little from a second thread, and two threads slow down by an order of magnitude when anything else runs on a 2-core machine.")
     checkpoint_every: int = Field(1, ge=0, description="Checkpoint every N rounds (0: never).")
+    workers: int | None = Field(
+        None, gt=0,
+        description="engine=embedded: worker processes that train a round's clients in parallel, each with "
+        "`threads` torch threads; 1 runs them one after another in this process. Unset: the usable CPU cores "
+        "(len(os.sched_getaffinity(0))), divided by the parallel runs under `deqfl reproduce --parallel`. "
+        "The results are bitwise the same for any value; memory grows with it (one model and one client's data per worker).",
+    )
+
+    def resolved_workers(self) -> int:
+        """`workers`, or when unset the usable CPU cores."""
+        return self.workers if self.workers is not None else usable_cores()
 
 
 class DataSection(_Section):

@@ -21,10 +21,12 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from deqfl.errors import ClientFailure
+
 _SEED_TAG = 0xC8A54
 
 
-class ClientCrash(RuntimeError):
+class ClientCrash(ClientFailure):
     """Raised inside a client's training loop by an injected crash."""
 
 

@@ -1,0 +1,124 @@
+"""A pool of worker processes that run client jobs (`ClientRunner`) in parallel.
+
+Workers are started with the spawn method (CUDA forbids fork), on demand up to `workers`,
+once per pool, and reused for every round until `close()`. Each one, in its initializer,
+sets its torch thread count, maps the data set's .npy files read-only (no copy: the pages
+are shared through the page cache) and rebuilds the model from its `ModelSpec`. Memory
+therefore grows with the number of workers, not with the registered clients.
+
+`run(jobs, download)` returns one `ClientResult` per job, in job order. A job that raises
+anything but a declared `ClientFailure` is re-raised here as `UnexpectedClientError`
+carrying the worker's traceback; a worker process that dies is a `RuntimeError`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import shutil
+import tempfile
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from deqfl.data import DatasetArrays
+from deqfl.data.folder import open_arrays, save_arrays
+from deqfl.engines.client_runner import ClientResult, ClientRunner
+from deqfl.engines.spec import ModelSpec
+from deqfl.errors import UnexpectedClientError
+from deqfl.fl.client import local_step_count
+from deqfl.fl.server import ClientJob
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker process starts from (small and picklable)."""
+
+    model: ModelSpec
+    data_folder: str
+    transport_dtype: str
+    threads: int
+
+
+@dataclass(frozen=True)
+class _Bug:
+    """A worker job's undeclared exception, as text (exceptions need not pickle)."""
+
+    client_id: int
+    round_number: int
+    details: str
+
+
+_RUNNER: ClientRunner | None = None
+
+
+def _start_worker(spec: WorkerSpec) -> None:
+    global _RUNNER  # noqa: PLW0603 - one runner per worker process, built once
+    torch.set_num_threads(spec.threads)
+    dataset = open_arrays(Path(spec.data_folder), mmap=True)
+    _RUNNER = ClientRunner(spec.model.build(), dataset, spec.transport_dtype)
+
+
+def _run_job(job: ClientJob, download: bytes) -> ClientResult | _Bug:
+    assert _RUNNER is not None, "worker used before its initializer ran"
+    try:
+        return _RUNNER.run(job, download)
+    except Exception:  # noqa: BLE001 - sent back whole, re-raised by the parent
+        return _Bug(job.data.client_id, job.task.round, traceback.format_exc())
+
+
+def _expected_work(job: ClientJob) -> int:
+    tier = job.task.tier
+    steps = local_step_count(tier, len(job.data.train_indices), tier.batch_size or job.task.options.batch_size)
+    return steps * max(1, job.task.forward_cap)
+
+
+class WorkerPool:
+    def __init__(self, model: ModelSpec, dataset: DatasetArrays, workers: int,
+                 transport_dtype: str = "float32", threads: int = 1):
+        if workers < 1:
+            raise ValueError(f"a worker pool needs at least 1 worker, got {workers}")
+        self._scratch: Path | None = None
+        folder = dataset.folder
+        if folder is None:  # arrays built in memory: written once, mapped by every worker
+            self._scratch = Path(tempfile.mkdtemp(prefix="deqfl-arrays-"))
+            save_arrays(dataset, self._scratch)
+            folder = self._scratch
+        spec = WorkerSpec(model, str(folder), transport_dtype, threads)
+        self._executor = ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker, initargs=(spec,),
+        )
+
+    def run(self, jobs: list[ClientJob], download: bytes) -> list[ClientResult]:
+        """One result per job, in job order. Jobs are submitted longest first (estimated
+        local steps x forward cap), so that the workers finish a round close together."""
+        futures = {}
+        for index in sorted(range(len(jobs)), key=lambda i: -_expected_work(jobs[i])):
+            futures[index] = self._executor.submit(_run_job, jobs[index], download)
+        futures = [futures[i] for i in range(len(jobs))]
+        try:
+            outcomes = [f.result() for f in futures]
+        except BrokenProcessPool as exc:
+            raise RuntimeError(
+                f"a worker process of the embedded engine died ({exc}); if memory ran out, "
+                "lower experiment.workers"
+            ) from None
+        finally:
+            for future in futures:
+                future.cancel()
+        for outcome in outcomes:
+            if isinstance(outcome, _Bug):
+                raise UnexpectedClientError(outcome.client_id, outcome.round_number,
+                                            f"[in a worker process]\n{outcome.details}")
+        return outcomes
+
+    def close(self) -> None:
+        """Stop the workers (waiting for running jobs) and remove the scratch arrays."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
