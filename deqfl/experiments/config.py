@@ -48,10 +48,11 @@ class ExperimentSection(_Section):
     checkpoint_every: int = Field(1, ge=0, description="Checkpoint every N rounds (0: never).")
     workers: int | None = Field(
         None, gt=0,
-        description="engine=embedded: worker processes that train a round's clients in parallel, each with "
-        "`threads` torch threads; 1 runs them one after another in this process. Unset: the usable CPU cores "
-        "(len(os.sched_getaffinity(0))), divided by the parallel runs under `deqfl reproduce --parallel`. "
-        "The results are bitwise the same for any value; memory grows with it (one model and one client's data per worker).",
+        description="engine=embedded: worker processes that train a round's clients in parallel (started once per run), "
+        "each with `threads` torch threads; 1 trains them one after another in this process. Unset: the usable CPU cores "
+        "(os.sched_getaffinity); `deqfl reproduce --parallel K` gives each of its K simultaneous runs max(1, cores // K). "
+        "Results are bitwise the same for any value; memory grows with it (a model and one client's data per worker), "
+        "not with the registered clients.",
     )
 
     def resolved_workers(self) -> int:
