@@ -14,7 +14,6 @@ A declared `ClientFailure` (injected crash, undecodable payload) becomes a resul
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -28,8 +27,6 @@ from deqfl.fl.server import ClientJob
 from deqfl.fl.transport import decode_state, encode_state
 from deqfl.fl.update import ClientUpdate
 from deqfl.models import federated_state
-
-log = logging.getLogger(__name__)
 
 _GLOBAL_RNG_TAG = 0x6C0B
 
@@ -65,8 +62,7 @@ class ClientRunner:
                 torch.manual_seed(job_seed(job))
                 update = train_client(self.model, received, job.task, self.dataset, job.data)
             upload = encode_state(update.state, self.transport_dtype)
-        except ClientFailure as exc:
-            log.warning("client %d failed: %s", cid, exc)
+        except ClientFailure as exc:  # logged by the engine, in the run's own process
             return ClientResult(cid, None, error=f"{type(exc).__name__}: {exc}")
         return ClientResult(cid, replace(update, state={}), upload)
 

@@ -63,13 +63,15 @@ class EmbeddedEngine:
             raise UnexpectedClientError(job.data.client_id, job.task.round, traceback.format_exc()) from exc
 
     def _reply(self, result: ClientResult) -> ClientReply:
-        if result.error is not None or result.update is None:
-            return ClientReply(result.client_id, None, error=result.error)
-        try:
-            result.update.state = decode_state(result.upload, like=self._runner.reference)
-        except ClientFailure as exc:
-            log.warning("client %d failed: %s", result.client_id, exc)
-            return ClientReply(result.client_id, None, error=f"{type(exc).__name__}: {exc}")
+        error = result.error
+        if error is None:
+            try:
+                result.update.state = decode_state(result.upload, like=self._runner.reference)
+            except ClientFailure as exc:
+                error = f"{type(exc).__name__}: {exc}"
+        if error is not None:
+            log.warning("client %d crashed: %s", result.client_id, error)
+            return ClientReply(result.client_id, None, error=error)
         return ClientReply(result.client_id, result.update, bytes_up=len(result.upload))
 
     def close(self) -> None:

@@ -67,6 +67,7 @@ def test_final_model_is_bitwise_equal_for_one_and_two_workers(tmp_path):
     assert _strip_measured(summary1) == _strip_measured(summary2)
     # the injected crash is a rejection in both, not a stopped run
     assert all(any(r["client"] == 4 and "ClientCrash" in r["reason"] for r in rec["rejected"]) for rec in records2)
+    assert "client 4 crashed: ClientCrash" in (out2 / "run.log").read_text()  # logged by the parent
 
 
 # --- the engine on its own: one round's jobs on digits -------------------------------------
@@ -179,3 +180,24 @@ def test_cached_data_sets_know_their_folder(shared_data, tmp_path):
     second = load_dataset("mnist", data_dir=shared_data / "mnist", cache_dir=tmp_path)
     assert first.folder is not None and first.folder == second.folder
     assert np.array_equal(open_arrays(first.folder, mmap=True).y_train, first.y_train)
+
+
+def test_a_jobs_result_does_not_depend_on_the_jobs_before_it(digits):
+    # spectral normalisation keeps per-copy power-iteration vectors (not federated) that
+    # training updates: the runner resets them, so a worker that ran other clients first
+    # returns what a fresh worker returns
+    from torch.nn.utils.parametrizations import spectral_norm  # noqa: PLC0415
+
+    from deqfl.engines.client_runner import ClientRunner  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), spectral_norm(torch.nn.Linear(64, 10)))
+    fresh = torch.nn.Sequential(torch.nn.Flatten(), spectral_norm(torch.nn.Linear(64, 10)))
+    fresh.load_state_dict(model.state_dict())
+    download = _download(model)
+    first, second = _jobs(n=2, steps=4)
+    busy = ClientRunner(model, digits)
+    busy.run(first, download)
+    after_other = busy.run(second, download)
+    alone = ClientRunner(fresh, digits).run(second, download)
+    assert after_other.upload == alone.upload
