@@ -14,8 +14,12 @@ carrying the worker's traceback; a worker process that dies is a `RuntimeError`.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
+import signal
 import tempfile
+import threading
+import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -41,6 +45,8 @@ class WorkerSpec:
     data_folder: str
     transport_dtype: str
     threads: int
+    scratch: bool = False
+    """`data_folder` is the pool's own copy: a worker whose parent dies removes it."""
 
 
 @dataclass(frozen=True)
@@ -53,13 +59,28 @@ class _Bug:
 
 
 _RUNNER: ClientRunner | None = None
+_PARENT_POLL_SECONDS = 1.0
 
 
 def _start_worker(spec: WorkerSpec) -> None:
     global _RUNNER  # noqa: PLW0603 - one runner per worker process, built once
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle: it closes the pool
+    scratch = spec.data_folder if spec.scratch else None
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(), scratch), daemon=True).start()
     torch.set_num_threads(spec.threads)
     dataset = open_arrays(Path(spec.data_folder), mmap=True)
     _RUNNER = ClientRunner(spec.model.build(), dataset, spec.transport_dtype)
+
+
+def _exit_with_parent(parent: int, scratch: str | None) -> None:
+    """End this worker once its parent is gone (e.g. SIGKILLed), removing the pool's scratch
+    arrays: a spawned worker holds both ends of its task queue, so it would otherwise wait
+    for tasks forever."""
+    while os.getppid() == parent:
+        time.sleep(_PARENT_POLL_SECONDS)
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
+    os._exit(1)
 
 
 def _run_job(job: ClientJob, download: bytes) -> ClientResult | _Bug:
@@ -87,7 +108,7 @@ class WorkerPool:
             self._scratch = Path(tempfile.mkdtemp(prefix="deqfl-arrays-"))
             save_arrays(dataset, self._scratch)
             folder = self._scratch
-        spec = WorkerSpec(model, str(folder), transport_dtype, threads)
+        spec = WorkerSpec(model, str(folder), transport_dtype, threads, scratch=self._scratch is not None)
         self._executor = ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker, initargs=(spec,),
@@ -117,7 +138,8 @@ class WorkerPool:
         return outcomes
 
     def close(self) -> None:
-        """Stop the workers (waiting for running jobs) and remove the scratch arrays."""
+        """Stop the workers and remove the scratch arrays. Jobs not started are cancelled;
+        running ones (at most one per worker) are waited for, also after Ctrl-C."""
         self._executor.shutdown(wait=True, cancel_futures=True)
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)

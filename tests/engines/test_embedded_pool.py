@@ -201,3 +201,53 @@ def test_a_jobs_result_does_not_depend_on_the_jobs_before_it(digits):
     after_other = busy.run(second, download)
     alone = ClientRunner(fresh, digits).run(second, download)
     assert after_other.upload == alone.upload
+
+
+KILLED_PARENT = """
+import json, os, signal, sys
+import multiprocessing
+from deqfl.data import load_dataset
+from deqfl.engines.embedded import EmbeddedEngine
+from deqfl.engines.spec import ModelSpec
+from deqfl.fl.transport import encode_state
+from deqfl.models import federated_state
+sys.path.insert(0, {tests!r})
+from test_embedded_pool import _jobs
+
+if __name__ == "__main__":
+    spec = ModelSpec("cnn-small", (1, 8, 8), 10, {{}}, seed=0)
+    model = spec.build()
+    engine = EmbeddedEngine(model, load_dataset("digits"), workers=2, model_spec=spec)
+    engine.run_clients(_jobs(n=2), encode_state(federated_state(model)))
+    print(json.dumps({{"pids": [p.pid for p in multiprocessing.active_children()],
+                      "scratch": str(engine._pool._scratch)}}), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_workers_end_with_a_killed_parent(tmp_path):
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import time  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    script = tmp_path / "parent.py"
+    script.write_text(KILLED_PARENT.format(tests=str(Path(__file__).parent)))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == -9, done.stderr
+    shown = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(shown["pids"]) == 2
+
+    def alive(pid):  # a zombie (exited, not yet reaped) counts as ended
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+
+    deadline = time.monotonic() + 30
+    while any(alive(p) for p in shown["pids"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(p) for p in shown["pids"])
+    assert not Path(shown["scratch"]).exists()
