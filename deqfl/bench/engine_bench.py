@@ -5,7 +5,9 @@ Figures (written as JSON with `--out`):
   evaluation excluded (embedded engine, 10 clients a round); `eval_seconds` beside it.
 - `peak_rss_mb`: peak resident memory of a fresh process running 2 rounds with 100 and
   with 1000 registered clients, 10 sampled a round (`rss_ratio_1000_over_100`), and
-  `final_rss_mb`, its resident memory after the rounds.
+  `final_rss_mb`, its resident memory after the rounds. The clients train in that process
+  (`experiment.workers=1`), so its own memory is all of it; `deqfl bench flower` sums the
+  memory of the whole process tree, worker processes included.
 - `deq_over_cnn_round_seconds`: mean training wall time of a round of the default fleet
   with the DEQ classifier over that with the explicit CNN, same clients, same local work.
 - `workers_speedup`: whole wall time (data, every round, evaluation, final evaluation) of
@@ -76,7 +78,7 @@ def rss_child(num_clients: int, data_dir: str | None) -> None:
             _overrides(data_dir, [
                 f"data.num_clients={num_clients}", f"sampling.fraction={fraction}",
                 "sampling.min_clients=10", "experiment.rounds=2", "data.partition=iid",
-                "train.residual_samples=64",
+                "train.residual_samples=64", "experiment.workers=1",
             ]),
             Path(tmp),
         )
