@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from typing import Self
 
 from torch import nn
 
@@ -80,7 +81,7 @@ class EmbeddedEngine:
             self._pool.close()
             self._pool = None
 
-    def __enter__(self) -> EmbeddedEngine:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

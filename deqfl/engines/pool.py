@@ -26,10 +26,11 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from deqfl.data import DatasetArrays
-from deqfl.data.folder import open_arrays, save_arrays
+from deqfl.data.folder import ARRAY_NAMES, open_arrays, save_arrays
 from deqfl.engines.client_runner import ClientResult, ClientRunner
 from deqfl.engines.spec import ModelSpec
 from deqfl.errors import UnexpectedClientError
@@ -63,7 +64,7 @@ _PARENT_POLL_SECONDS = 1.0
 
 
 def _start_worker(spec: WorkerSpec) -> None:
-    global _RUNNER  # noqa: PLW0603 - one runner per worker process, built once
+    global _RUNNER  # one runner per worker process, built once
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle: it closes the pool
     scratch = spec.data_folder if spec.scratch else None
     threading.Thread(target=_exit_with_parent, args=(os.getppid(), scratch), daemon=True).start()
@@ -97,6 +98,17 @@ def _expected_work(job: ClientJob) -> int:
     return steps * max(1, job.task.forward_cap)
 
 
+def _stored_in(dataset: DatasetArrays, folder: Path) -> bool:
+    """Whether `folder` holds exactly `dataset`'s arrays (one read of the files, so that a
+    stale `folder` can never hand the workers other data)."""
+    try:
+        stored = open_arrays(folder, mmap=True)
+    except Exception:  # noqa: BLE001 - unreadable: the pool writes its own copy
+        return False
+    return all(np.array_equal(getattr(stored, k), getattr(dataset, k)) for k in ARRAY_NAMES) and \
+        (stored.mean, stored.std, stored.classes) == (dataset.mean, dataset.std, dataset.classes)
+
+
 class WorkerPool:
     def __init__(self, model: ModelSpec, dataset: DatasetArrays, workers: int,
                  transport_dtype: str = "float32", threads: int = 1):
@@ -104,7 +116,7 @@ class WorkerPool:
             raise ValueError(f"a worker pool needs at least 1 worker, got {workers}")
         self._scratch: Path | None = None
         folder = dataset.folder
-        if folder is None:  # arrays built in memory: written once, mapped by every worker
+        if folder is None or not _stored_in(dataset, folder):  # written once, mapped by every worker
             self._scratch = Path(tempfile.mkdtemp(prefix="deqfl-arrays-"))
             save_arrays(dataset, self._scratch)
             folder = self._scratch
@@ -125,8 +137,8 @@ class WorkerPool:
             outcomes = [f.result() for f in futures]
         except BrokenProcessPool as exc:
             raise RuntimeError(
-                f"a worker process of the embedded engine died ({exc}); if memory ran out, "
-                "lower experiment.workers"
+                f"a worker process of the embedded engine died ({exc}): its start failed (see its "
+                "traceback above) or it was killed; if memory ran out, lower experiment.workers"
             ) from None
         finally:
             for future in futures:

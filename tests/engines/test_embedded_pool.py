@@ -251,3 +251,16 @@ def test_workers_end_with_a_killed_parent(tmp_path):
         time.sleep(0.2)
     assert not any(alive(p) for p in shown["pids"])
     assert not Path(shown["scratch"]).exists()
+
+
+def test_a_stale_folder_is_not_handed_to_the_workers(digits, tmp_path):
+    import dataclasses  # noqa: PLC0415
+
+    from deqfl.data.folder import save_arrays  # noqa: PLC0415
+    from deqfl.engines.pool import _stored_in  # noqa: PLC0415
+
+    save_arrays(digits, tmp_path)
+    assert _stored_in(digits, tmp_path)
+    other = dataclasses.replace(digits, x_train=255 - digits.x_train, folder=tmp_path)
+    assert not _stored_in(other, tmp_path)
+    assert not _stored_in(digits, tmp_path / "missing")
