@@ -17,9 +17,29 @@ class DataError(DeqflError):
 
 
 class ClientFailure(Exception):
-    """A failure a client is allowed to have (an injected crash, an upload that cannot be
-    decoded or read, a timeout): the round lists the client under `rejected` and goes on.
-    Any other exception in a round is a bug and stops the run."""
+    """A failure a client is allowed to have: it becomes a rejection, and the round goes on.
+
+    Only these are declared: an injected crash (`deqfl.fl.faults.ClientCrash`), a payload
+    that does not decode (`deqfl.fl.transport.PayloadError`), a reply the server cannot read
+    (`deqfl.fl.reply.ReplyError`). Any other exception inside a client is a programming
+    error and stops the run (`UnexpectedClientError`, then `RunFailed`).
+    """
+
+
+class UnexpectedClientError(RuntimeError):
+    """A client raised an exception that is not a `ClientFailure`: a programming error.
+
+    The engine stops the round with it (in-process, or re-raised in the parent from a
+    worker process); the message names the client and round and carries the traceback.
+    """
+
+    def __init__(self, client_id: int, round_number: int, details: str) -> None:
+        super().__init__(
+            f"client {client_id} failed in round {round_number} with an unexpected error (a bug, not a "
+            f"declared client failure), so the run stops:\n{details}"
+        )
+        self.client_id = client_id
+        self.round_number = round_number
 
 
 class RunFailed(DeqflError):

@@ -30,3 +30,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder {SHARED_DATA} is absent")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def in_process_clients_by_default():
+    """Runs in this process that leave `experiment.workers` unset train their clients
+    in-process, as with one usable core: starting a worker pool costs seconds per run. The
+    results are bitwise the same for any worker count (tests/engines/test_embedded_pool.py
+    runs the pool; `deqfl` subprocesses keep the real default)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("deqfl.experiments.config.usable_cores", lambda: 1)
+        yield

@@ -34,6 +34,11 @@ def register(subparsers) -> None:
         help="where a data set's files are, e.g. fashion-mnist=../shared/data/fashion-mnist (repeatable)",
     )
     parser.add_argument("--with-cifar", action="store_true", help="add CIFAR-10 with the 32x32 RGB models (--full)")
+    parser.add_argument(
+        "--parallel", type=int, default=1, metavar="K",
+        help="run K suite runs at once, each with max(1, cores // K) client worker processes "
+        "(default 1: one run at a time on every core); results are the same for any K",
+    )
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from the store; run nothing")
     parser.set_defaults(func=reproduce_command)
 
@@ -55,6 +60,8 @@ def reproduce_command(args: argparse.Namespace) -> int:
         if not sep or not name or not path:
             raise ConfigError(f"--data-dir {item!r}: expected DATASET=PATH, e.g. fashion-mnist=/data/fmnist")
         data_dirs[name] = path
+    if args.parallel < 1:
+        raise ConfigError(f"--parallel {args.parallel}: give at least 1 run at a time")
     out = args.out or Path("runs") / f"reproduce-{mode}"
     store = args.store or (DEFAULT_STORE if mode == "full" else out / "results")
     specs = build_suite(FULL if mode == "full" else QUICK, only, with_cifar=args.with_cifar)
@@ -68,7 +75,7 @@ def reproduce_command(args: argparse.Namespace) -> int:
         wanted = {s.run_id for s in specs}
         results = [r for r in load_results(store) if r["run_id"] in wanted]
     else:
-        results = run_suite(specs, store, out, data_dirs)
+        results = run_suite(specs, store, out, data_dirs, parallel=args.parallel)
     title = "deqfl evidence suite (--quick: a smoke test, not evidence)" if mode == "quick" else "deqfl evidence suite (--full)"
     report = build_report(results, out, title)
     print(f"report: {report}")

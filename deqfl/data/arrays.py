@@ -9,6 +9,7 @@ the object is built (or read back from the cache), and used by `normalise`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,7 +41,9 @@ class DatasetArrays:
 
     `mean` and `std` may be passed (the cache does, to skip recomputing them); when left
     empty they are computed from `x_train` in `__post_init__`. Construction validates
-    dtypes, shapes and label ranges and raises `DataError` naming the data set.
+    dtypes, shapes and label ranges and raises `DataError` naming the data set. `folder`
+    is where the same arrays are stored as .npy files (`deqfl.data.folder`), when they are:
+    other processes can map them from there instead of receiving a copy.
     """
 
     name: str
@@ -51,6 +54,7 @@ class DatasetArrays:
     classes: tuple[str, ...]
     mean: tuple[float, ...] = field(default=(), repr=False)
     std: tuple[float, ...] = field(default=(), repr=False)
+    folder: Path | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))

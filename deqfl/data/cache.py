@@ -18,13 +18,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from deqfl.data.arrays import DatasetArrays
+from deqfl.data.folder import open_arrays, save_arrays
 
 #: Bump when decoding changes, so that old entries are no longer used.
 CACHE_FORMAT = 1
-_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
 
 class CorruptCacheError(Exception):
@@ -58,14 +56,12 @@ def entry_dir(root: Path, name: str, key: str) -> Path:
 
 
 def read_entry(entry: Path) -> DatasetArrays | None:
-    """The cached arrays, None when there is no entry, CorruptCacheError if unreadable."""
+    """The cached arrays (read into memory; their `folder` is the entry), None when there is
+    no entry, CorruptCacheError if unreadable."""
     if not entry.is_dir():
         return None
     try:
-        meta = json.loads((entry / "meta.json").read_text())
-        arrays = {k: np.load(entry / f"{k}.npy", allow_pickle=False) for k in _ARRAYS}
-        return DatasetArrays(name=meta["name"], classes=tuple(meta["classes"]),
-                             mean=tuple(meta["mean"]), std=tuple(meta["std"]), **arrays)
+        return open_arrays(entry)
     except Exception as exc:  # any failure to read means the entry is unusable
         raise CorruptCacheError(f"{entry}: {type(exc).__name__}: {exc}") from exc
 
@@ -88,11 +84,7 @@ def write_entry(entry: Path, data: DatasetArrays, sources: list[Path]) -> None:
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     try:
-        for k in _ARRAYS:
-            np.save(tmp / f"{k}.npy", getattr(data, k), allow_pickle=False)
-        meta = {"name": data.name, "classes": list(data.classes), "mean": list(data.mean),
-                "std": list(data.std), "sources": [str(p) for p in sources]}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        save_arrays(data, tmp, {"sources": [str(p) for p in sources]})
         try:
             os.replace(tmp, entry)
         except OSError:

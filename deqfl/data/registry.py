@@ -14,6 +14,7 @@ runs every time (right for generated or already-fast sources).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import warnings
@@ -110,4 +111,5 @@ def load_dataset(
         warnings.warn(f"could not write the data cache at {entry} ({exc}); "
                       "set DEQFL_CACHE_DIR or pass cache_dir to a writable directory",
                       stacklevel=2)
-    return data
+        return data
+    return dataclasses.replace(data, folder=entry)

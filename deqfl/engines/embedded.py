@@ -1,44 +1,82 @@
-"""The embedded engine (default): clients run one after another in this process.
+"""The embedded engine (default): a round's clients run in this process, or in a pool of
+`workers` worker processes (`deqfl.engines.pool`).
 
 It moves real serialized payloads (the same bytes Flower would carry), so byte counts and
-fp16 transport effects are real. A declared client failure
-(`deqfl.errors.ClientFailure`, such as an injected crash) becomes an error reply, listed
-under `rejected`; any other exception is a bug and propagates, stopping the run. One model object is reused for every client, so
-memory grows with the clients sampled in a round, not with the registered ones.
+fp16 transport effects are real: each client decodes the download, trains
+(`deqfl.engines.client_runner`), and replies with its encoded upload and reported fields,
+which the server's intake reads (`deqfl.fl.intake`).
+Replies come back in job order, and every client's work depends only on (seed, round,
+client), so the fused model is bitwise the same for any number of workers.
+
+With `workers=1` the clients run one after another on the run's own model. With more, each
+worker rebuilds the model from `model_spec` and maps the data set's arrays; memory grows
+with the workers, not with the registered clients. Close the engine at the end of the run
+(`close()`, or use it as a context manager): that stops the workers.
+
+Failures: a declared `ClientFailure` (an injected crash, a payload that does not decode)
+becomes an error reply (listed under `rejected`); any other exception inside a client is a
+programming error and leaves `run_clients` as `UnexpectedClientError`, which stops the run
+(`RunFailed`).
 """
 
 from __future__ import annotations
 
 import logging
+import traceback
+from typing import Self
 
 from torch import nn
 
 from deqfl.data import DatasetArrays
-from deqfl.fl.client import train_client
-from deqfl.errors import ClientFailure
+from deqfl.engines.client_runner import ClientRunner
+from deqfl.engines.pool import WorkerPool
+from deqfl.engines.spec import ModelSpec
+from deqfl.errors import UnexpectedClientError
 from deqfl.fl.server import ClientJob, ClientReply
-from deqfl.fl.transport import decode_state
-from deqfl.models import federated_state
 
 log = logging.getLogger(__name__)
 
 
 class EmbeddedEngine:
-    def __init__(self, model: nn.Module, dataset: DatasetArrays, transport_dtype: str = "float32"):
-        self.model = model
-        self.dataset = dataset
-        self.transport_dtype = transport_dtype
-        self._reference = federated_state(model)
+    def __init__(
+        self,
+        model: nn.Module,
+        dataset: DatasetArrays,
+        transport_dtype: str = "float32",
+        workers: int = 1,
+        model_spec: ModelSpec | None = None,
+        threads: int = 1,
+    ):
+        if workers > 1 and model_spec is None:
+            raise ValueError("an embedded engine with workers > 1 needs the model_spec to rebuild the model")
+        self._runner = ClientRunner(model, dataset, transport_dtype)
+        self._pool = (
+            WorkerPool(model_spec, dataset, workers, transport_dtype, threads) if workers > 1 else None
+        )
 
     def run_clients(self, jobs: list[ClientJob], download: bytes) -> list[ClientReply]:
-        replies = []
-        for job in jobs:
-            cid = job.data.client_id
-            try:
-                received = decode_state(download, like=self._reference)
-                update = train_client(self.model, received, job.task, self.dataset, job.data)
-                replies.append(ClientReply.from_update(update, self.transport_dtype))
-            except ClientFailure as exc:  # a declared failure (an injected crash): a rejection
-                log.warning("client %d crashed: %s", cid, exc)
-                replies.append(ClientReply.failed(cid, f"{type(exc).__name__}: {exc}"))
-        return replies
+        replies = self._pool.run(jobs, download) if self._pool is not None else [self._run_here(j, download) for j in jobs]
+        return [self._logged(reply) for reply in replies]
+
+    def _run_here(self, job: ClientJob, download: bytes) -> ClientReply:
+        try:
+            return self._runner.run(job, download)
+        except Exception as exc:
+            raise UnexpectedClientError(job.data.client_id, job.task.round, traceback.format_exc()) from exc
+
+    def _logged(self, reply: ClientReply) -> ClientReply:
+        if reply.error is not None:
+            log.warning("client %d crashed: %s", reply.client_id, reply.error)
+        return reply
+
+    def close(self) -> None:
+        """Stop the worker processes (a no-op with one worker); safe to call twice."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

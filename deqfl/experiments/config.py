@@ -8,6 +8,7 @@ fail before any work starts, with a message naming the key and the valid choices
 from __future__ import annotations
 
 import copy
+import os
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -26,6 +27,11 @@ from deqfl.fl.fusion.compat import coverage_aggregators
 from deqfl.fl.privacy import PrivacyConfig, check_fusion
 from deqfl.fl.profiles import FleetConfig
 from deqfl.models import list_models, validate_model_options
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0))
 
 
 class _Section(BaseModel):
@@ -50,6 +56,18 @@ class ExperimentSection(_Section):
     )
     threads: int = Field(1, gt=0, description="torch intra-op threads, fixed for determinism. 1 is the default: the models' small convolutions gain little from a second thread, and two threads slow down by an order of magnitude when anything else runs on a 2-core machine.")
     checkpoint_every: int = Field(1, ge=0, description="Checkpoint every N rounds (0: never).")
+    workers: int | None = Field(
+        None, gt=0,
+        description="engine=embedded: worker processes that train a round's clients in parallel (started once per run), "
+        "each with `threads` torch threads; 1 trains them one after another in this process. Unset: the usable CPU cores "
+        "(os.sched_getaffinity); `deqfl reproduce --parallel K` gives each of its K simultaneous runs max(1, cores // K). "
+        "Results are bitwise the same for any value; memory grows with it (a model and one client's data per worker), "
+        "not with the registered clients.",
+    )
+
+    def resolved_workers(self) -> int:
+        """`workers`, or when unset the usable CPU cores."""
+        return self.workers if self.workers is not None else usable_cores()
 
 
 class DataSection(_Section):

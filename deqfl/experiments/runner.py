@@ -24,6 +24,7 @@ import torch
 from deqfl.data import DatasetArrays, load_dataset
 from deqfl.data.clients import client_rows
 from deqfl.engines.embedded import EmbeddedEngine
+from deqfl.engines.spec import ModelSpec
 from deqfl.errors import ConfigError, DeqflError, RunFailed
 from deqfl.experiments import results as rf
 from deqfl.experiments.config import ExperimentConfig, validate_config
@@ -259,7 +260,21 @@ EngineFactory = Callable[[Federation], Engine]
 
 
 def embedded_engine(fed: Federation) -> Engine:
-    return EmbeddedEngine(fed.model, fed.dataset, fed.config.transport.dtype)
+    """The embedded engine with `experiment.workers` worker processes (close it at the end)."""
+    exp, model = fed.config.experiment, fed.config.model
+    spec = ModelSpec(model.name, fed.dataset.input_shape, fed.dataset.num_classes, dict(model.options), exp.seed)
+    return EmbeddedEngine(fed.model, fed.dataset, fed.config.transport.dtype,
+                          workers=exp.resolved_workers(), model_spec=spec, threads=exp.threads)
+
+
+def _closing(stack: contextlib.ExitStack, factory: EngineFactory) -> EngineFactory:
+    """`factory`, with the engine's `close()` (if it has one) called when `stack` closes."""
+    def build(fed: Federation) -> Engine:
+        engine = factory(fed)
+        if callable(getattr(engine, "close", None)):
+            stack.callback(engine.close)
+        return engine
+    return build
 
 
 def run_experiment(
@@ -293,8 +308,8 @@ def run_rounds(
     engine's launcher ends (in this process, or in a Flower ServerApp's). Every decision
     stays here and in `deqfl.fl`, so engines differ only in transport."""
     prepare_run_dir(out_dir, config, resume)
-    with _run_log(out_dir):
-        return _run(config, out_dir, resume, on_round, stop_after, engine_factory)
+    with _run_log(out_dir), contextlib.ExitStack() as engine_closer:
+        return _run(config, out_dir, resume, on_round, stop_after, _closing(engine_closer, engine_factory))
 
 
 def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[str, Any]:

@@ -10,7 +10,13 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from deqfl.errors import ClientFailure
+
 WIRE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+class PayloadError(ClientFailure):
+    """A payload that is not a safetensors state (truncated, garbled, not bytes)."""
 
 
 def encode_state(state: dict[str, torch.Tensor], dtype: str = "float32") -> bytes:
@@ -24,8 +30,14 @@ def encode_state(state: dict[str, torch.Tensor], dtype: str = "float32") -> byte
 def decode_state(payload: bytes, like: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Deserialize a payload. With `like`, floating tensors whose key is in `like` are cast
     back to that tensor's dtype (the receiver computes in its own precision); other keys are
-    kept as received, so a malformed payload reaches validation unchanged."""
-    state = st_load(payload)
+    kept as received, so a malformed payload reaches validation unchanged. PayloadError when
+    the bytes are not a safetensors state."""
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise PayloadError(f"a payload must be bytes, got {type(payload).__name__}")
+    try:
+        state = st_load(bytes(payload))
+    except Exception as exc:  # safetensors raises its own SafetensorError and others on garbage
+        raise PayloadError(f"payload of {len(payload)} bytes is not a safetensors state: {type(exc).__name__}: {exc}") from None
     if like is None:
         return state
     return {

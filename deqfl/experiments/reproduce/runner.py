@@ -3,10 +3,16 @@
 A run interrupted mid-way resumes from its own checkpoint (its run directory under
 `OUT/runs/<run_id>`); a finished run is stored as one JSON file and never run again.
 
-Several workers may share one OUT and store (e.g. one per core): each run is claimed with
-an exclusive `flock` on `OUT/runs/<run_id>.lock` before it starts, and the kernel drops
-the claim when its process ends, however it ends, so a crashed worker's run is picked
-up again by the next worker or sitting.
+Several processes may share one OUT and store (`parallel` > 1 starts them itself; separate
+`deqfl reproduce` commands work too): each run is claimed with an exclusive `flock` on
+`OUT/runs/<run_id>.lock` before it starts, and the kernel drops the claim when its process
+ends, however it ends, so a crashed process's run is picked up again by the next one or
+sitting.
+
+Cores: a run trains its clients on `experiment.workers` worker processes (unset: every
+usable core). With `parallel` = K runs at once, each run gets
+`experiment.workers = max(1, usable cores // K)`, so the K runs share the cores instead of
+each taking all of them. The worker count changes no result, and is not part of a run id.
 """
 
 from __future__ import annotations
@@ -15,11 +21,13 @@ import contextlib
 import fcntl
 import functools
 import json
+import multiprocessing
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from deqfl.experiments.config import load_config
+from deqfl.experiments.config import load_config, usable_cores
 from deqfl.experiments.reproduce.store import load_results, result_path, save_result
 from deqfl.experiments.reproduce.suite import RunSpec
 from deqfl.experiments.results import read_jsonl
@@ -32,14 +40,21 @@ def run_suite(
     out: Path,
     data_dirs: dict[str, str],
     log: Callable[[str], None] = functools.partial(print, flush=True),
+    parallel: int = 1,
 ) -> list[dict]:
+    """Run every spec not yet in `store`, `parallel` at a time (each in its own process
+    when `parallel` > 1); returns the stored results of `specs`."""
     todo = [s for s in specs if not result_path(store, s).exists()]
     log(f"{len(specs)} runs in the suite, {len(specs) - len(todo)} already stored in {store}, {len(todo)} to run")
-    for i, spec in enumerate(todo, 1):
-        with _claim(out / "runs" / f"{spec.run_id}.lock") as claimed:
-            if not claimed or result_path(store, spec).exists():
-                continue
-            _run_one(spec, store, out, data_dirs, log, f"[{i}/{len(todo)}]")
+    workers = [] if parallel == 1 else [f"experiment.workers={max(1, usable_cores() // parallel)}"]
+    args = [(spec, store, out, data_dirs, log, f"[{i}/{len(todo)}]", workers) for i, spec in enumerate(todo, 1)]
+    if parallel == 1:
+        for item in args:
+            _claim_and_run(*item)
+    else:
+        with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as runs:
+            for done in [runs.submit(_claim_and_run, *item) for item in args]:
+                done.result()
     wanted = {s.run_id for s in specs}
     return [r for r in load_results(store) if r["run_id"] in wanted]
 
@@ -60,10 +75,19 @@ def _claim(lock: Path) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _claim_and_run(spec: RunSpec, store: Path, out: Path, data_dirs: dict[str, str],
+                   log: Callable[[str], None], position: str, extra: list[str]) -> None:
+    """Run `spec` unless another process holds its claim or it is stored already."""
+    with _claim(out / "runs" / f"{spec.run_id}.lock") as claimed:
+        if claimed and not result_path(store, spec).exists():
+            _run_one(spec, store, out, data_dirs, log, position, extra)
+
+
 def _run_one(spec: RunSpec, store: Path, out: Path, data_dirs: dict[str, str], log: Callable[[str], None],
-             position: str) -> None:
-    """Run one spec (resuming its own checkpoint if it was interrupted) and store its result."""
-    overrides = list(spec.overrides)
+             position: str, extra: list[str]) -> None:
+    """Run one spec (resuming its own checkpoint if it was interrupted) and store its result;
+    `extra` overrides change how it runs, not what (they are not part of its id)."""
+    overrides = list(spec.overrides) + extra
     if spec.dataset in data_dirs:
         overrides.append(f"data.data_dir={json.dumps(data_dirs[spec.dataset])}")
     config = load_config(None, overrides + [f"experiment.name={spec.run_id}"])
