@@ -32,9 +32,9 @@ MAX_TEXT = 300
 MAX_METRICS = 32
 """Reported metrics kept per reply (the first ones by name); the rest are dropped."""
 
-SERVER_FIELDS = ("state", "coverage")
+SERVER_FIELDS = ("state", "coverage", "client_state")
 """`ClientUpdate` fields that never travel in `fields`: the state travels as the payload,
-the coverage is the server's to set."""
+the coverage is the server's to set, the client's own state stays with the client."""
 
 
 class ReplyError(ClientFailure, ValueError):
