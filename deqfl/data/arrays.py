@@ -95,18 +95,19 @@ class DatasetArrays:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def normalise(self, x_uint8: np.ndarray) -> torch.Tensor:
-        """uint8 images (N, C, H, W) or one image (C, H, W) -> float32 tensor.
+    def normalise(self, x_uint8: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+        """uint8 images (N, C, H, W) or one image (C, H, W) -> float32 tensor on `device`.
 
         Scales to [0, 1], then subtracts the training set's per-channel mean and divides by
-        its per-channel std. The input array is not modified.
+        its per-channel std. The input array (e.g. memory-mapped, on the host) is not
+        modified; the bytes are copied to `device` as uint8 and converted there.
         """
         if not isinstance(x_uint8, np.ndarray) or x_uint8.dtype != np.uint8:
             raise ValueError("normalise expects a uint8 numpy array")
         if x_uint8.ndim not in (3, 4) or x_uint8.shape[-3:] != self.input_shape:
             raise ValueError(f"normalise expects images of shape (N, {self.input_shape}) "
                              f"or {self.input_shape}, got {x_uint8.shape}")
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
-        x = torch.from_numpy(x_uint8.astype(np.float32))  # a copy: safe for read-only input
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=device).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=device).view(-1, 1, 1)
+        x = torch.from_numpy(np.array(x_uint8, copy=True)).to(device, torch.float32)  # a copy: safe for read-only input
         return x.div_(255.0).sub_(mean).div_(std)

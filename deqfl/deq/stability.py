@@ -52,14 +52,16 @@ def jacobian_penalty(
     f: Callable[[Tensor], Tensor], z: Tensor, n_samples: int = 1, generator: torch.Generator | None = None
 ) -> Tensor:
     """Hutchinson estimate of ||J_f(z)||_F^2 / dim, averaged over the batch:
-    E_eps ||eps^T J||^2 with eps ~ N(0, I), n_samples probes drawn from `generator` (the
-    global RNG when None). Differentiable (create_graph)."""
+    E_eps ||eps^T J||^2 with eps ~ N(0, I), n_samples probes drawn from `generator` on its
+    own device and moved to z's (the global RNG of z's device when None). Differentiable
+    (create_graph)."""
     z = z.detach().requires_grad_()
+    draw_on = generator.device if generator is not None else z.device
     with torch.enable_grad():
         fz = f(z)
         total = z.new_zeros(())
         for _ in range(n_samples):
-            eps = torch.randn(fz.shape, generator=generator, dtype=fz.dtype, device=fz.device)
+            eps = torch.randn(fz.shape, generator=generator, dtype=fz.dtype, device=draw_on).to(fz.device)
             (vjp,) = torch.autograd.grad(fz, z, eps, create_graph=True)
             total = total + vjp.pow(2).sum() / fz.numel()
     return total / n_samples

@@ -16,9 +16,10 @@ from typing import Any, ClassVar, Literal
 
 import pydantic
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from deqfl.aliases import reject_both_names, rename_old_keys, renamed_field
+from deqfl.devices import check_device_name
 from deqfl.errors import ConfigError
 from deqfl.fl.attacks import AttackConfig
 from deqfl.fl.faults import FaultsConfig
@@ -64,6 +65,20 @@ class ExperimentSection(_Section):
         "Results are bitwise the same for any value; memory grows with it (a model and one client's data per worker), "
         "not with the registered clients.",
     )
+
+    device: str = Field(
+        "auto",
+        description="Where the model, client batches and every tensor of a round live: auto (CUDA when torch sees it, "
+        "else the CPU), cpu, cuda, or cuda:N. Checked before any data loads (CUDA asked for where torch has none is an "
+        "error). On CUDA deqfl turns on torch's deterministic algorithms (warn_only), sets CUBLAS_WORKSPACE_CONFIG and "
+        "turns TF32 off; what is still not bitwise on a GPU is in README, \"GPU\". Not part of the run's identity: a run "
+        "may be resumed on another device.",
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str) -> str:
+        return check_device_name(value)
 
     def resolved_workers(self) -> int:
         """`workers`, or when unset the usable CPU cores."""
@@ -137,6 +152,7 @@ class FlowerSection(_Section):
     round_timeout: float = Field(600.0, gt=0, description="Seconds the server waits for a round's replies; a node silent past it costs that round its update.")
     connect_timeout: float = Field(120.0, gt=0, description="engine=flower: seconds to wait for SuperNodes hosting every client id before the first round.")
     client_cpus: float = Field(1.0, gt=0, description="engine=flower-sim: CPUs Ray reserves per virtual client (2 cores: 1 runs two clients at once).")
+    client_gpus: float = Field(0.25, gt=0, le=1, description="engine=flower-sim on CUDA (experiment.device): the share of a GPU Ray reserves per virtual client (0.25: up to four clients share a GPU at once; ignored on the CPU). Ray shows each virtual client only the GPU it assigns, as cuda:0: use device = 'auto' or 'cuda' there.")
 # --- end Flower engines ---
 
 

@@ -23,10 +23,12 @@ import functools
 import tomllib
 from pathlib import Path
 
+import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from deqfl.data import load_dataset
+from deqfl.devices import prepare_device, resolve_device
 from deqfl.engines.flower.client_app import make_client_app
 from deqfl.engines.flower.engine import grid_engine
 from deqfl.engines.flower.spec import FlowerNode, FlowerRun
@@ -63,11 +65,14 @@ resume = false
 
 
 def flower_run(config: ExperimentConfig) -> FlowerRun:
-    """The Flower engines' view of the run `config` describes."""
+    """The Flower engines' view of the run `config` describes; a virtual client reserves
+    `flower.client_gpus` of a GPU when the run computes on CUDA."""
     flower = config.flower
+    on_cuda = resolve_device(config.experiment.device).type == "cuda"
     return FlowerRun(
         config_text=config.to_toml(), num_clients=config.data.num_clients, round_timeout=flower.round_timeout,
         connect_timeout=flower.connect_timeout, client_cpus=flower.client_cpus,
+        client_gpus=flower.client_gpus if on_cuda else 0.0,
     )
 
 
@@ -88,10 +93,13 @@ def load_node(config_text: str, data_dir: str | None) -> FlowerNode:
     if data_dir is not None:
         config.data.data_dir = data_dir
     data = config.data
+    device = prepare_device(config.experiment.device)
     dataset = load_dataset(data.dataset, data_dir=data.data_dir, cache_dir=data.cache_dir)
-    model = build_model(
-        config.model.name, input_shape=dataset.input_shape, num_classes=dataset.num_classes, **config.model.options,
-    )
+    with torch.device("cpu"):
+        model = build_model(
+            config.model.name, input_shape=dataset.input_shape, num_classes=dataset.num_classes, **config.model.options,
+        )
+    model.to(device)
     return FlowerNode(
         dataset=dataset, model=model, num_clients=data.num_clients, threads=config.experiment.threads,
         transport_dtype=config.transport.dtype, cache_dir=data.cache_dir,

@@ -23,6 +23,7 @@ import torch
 
 from deqfl.data import DatasetArrays, load_dataset
 from deqfl.data.clients import client_rows
+from deqfl.devices import prepare_device, resolve_device
 from deqfl.engines.embedded import EmbeddedEngine
 from deqfl.engines.spec import ModelSpec
 from deqfl.errors import ConfigError, DeqflError, RunFailed
@@ -65,6 +66,8 @@ class Federation:
     """Everything a run builds from its config before the first round."""
 
     config: ExperimentConfig
+    device: torch.device
+    """Where the model and every tensor of a round live (`experiment.device`, resolved)."""
     dataset: DatasetArrays
     clients: list[ClientData]
     tiers: list[TierConfig]
@@ -74,6 +77,7 @@ class Federation:
     y_eval: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    """The evaluation rows stay on the host; `evaluate` moves one batch at a time."""
     sub_models: dict[float, torch.nn.Module]
     """Width ratio -> the HeteroFL sub-model, for every tier `width` below 1."""
 
@@ -81,18 +85,21 @@ class Federation:
 def build_federation(config: ExperimentConfig) -> Federation:
     exp, data = config.experiment, config.data
     torch.set_num_threads(exp.threads)
+    device = prepare_device(exp.device)  # CUDA asked for where there is none fails before any data loads
     dataset = load_dataset(data.dataset, data_dir=data.data_dir, cache_dir=data.cache_dir)
     clients = client_partition(config, dataset)
     tiers = assign_tiers(data.num_clients, config.fleet.resolved_tiers(), exp.seed)
     torch.manual_seed(exp.seed)
-    model = build_model(
-        config.model.name, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
-        **config.model.options,
-    )
+    with torch.device("cpu"):  # built from the CPU generator, so every device starts from the same values
+        model = build_model(
+            config.model.name, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
+            **config.model.options,
+        )
+    model.to(device)
     for tier in _distinct_tiers(tiers):
         tier_backward(tier, model)  # a model option that contradicts a tier's gradient mode fails here
     x_test = dataset.normalise(dataset.x_test)
-    y_test = torch.as_tensor(dataset.y_test)
+    y_test = torch.as_tensor(dataset.y_test, device="cpu")
     if data.eval_subset and data.eval_subset < len(y_test):
         rows = np.sort(np.random.default_rng([exp.seed, 0xE7A1]).choice(len(y_test), data.eval_subset, replace=False))
         x_eval, y_eval = x_test[rows], y_test[rows]
@@ -106,7 +113,7 @@ def build_federation(config: ExperimentConfig) -> Federation:
             raise ConfigError(f"fleet.tiers '{tier.name}' has width {tier.width:g}, but model.name = "
                               f"'{config.model.name}': {exc}") from None
     return Federation(
-        config, dataset, clients, tiers, reference_tier(config.fleet.resolved_tiers()), model,
+        config, device, dataset, clients, tiers, reference_tier(config.fleet.resolved_tiers()), model,
         x_eval, y_eval, x_test, y_test, sub_models,
     )
 
@@ -190,9 +197,11 @@ def _client_accuracy(record: RoundRecord) -> dict[str, float | None]:
     return {"mean": float(np.mean(values)), "p10": float(np.percentile(values, 10))}
 
 
-RUN_LOCATION_KEYS = {"data": {"data_dir", "cache_dir"}}
-"""Config keys that say where files are, not what the run computes: a run moved to
-another data directory is the same run, so they are left out of its identity."""
+RUN_LOCATION_KEYS = {"data": {"data_dir", "cache_dir"}, "experiment": {"device"}}
+"""Config keys that say where files are or where the run computes, not what it computes:
+a run moved to another data directory, or resumed on another device, is the same run, so
+they are left out of its identity (a device changes results only by floating-point
+rounding, README "GPU")."""
 
 
 def run_config_hash(config: ExperimentConfig) -> str:
@@ -262,7 +271,8 @@ EngineFactory = Callable[[Federation], Engine]
 def embedded_engine(fed: Federation) -> Engine:
     """The embedded engine with `experiment.workers` worker processes (close it at the end)."""
     exp, model = fed.config.experiment, fed.config.model
-    spec = ModelSpec(model.name, fed.dataset.input_shape, fed.dataset.num_classes, dict(model.options), exp.seed)
+    spec = ModelSpec(model.name, fed.dataset.input_shape, fed.dataset.num_classes, dict(model.options), exp.seed,
+                     device=str(fed.device))
     return EmbeddedEngine(fed.model, fed.dataset, fed.config.transport.dtype,
                           workers=exp.resolved_workers(), model_spec=spec, threads=exp.threads)
 
@@ -293,6 +303,7 @@ def run_experiment(
     """
     from deqfl.experiments.engines import resolve_engine  # noqa: PLC0415 - engines.py builds on this module
 
+    resolve_device(config.experiment.device)  # a device this machine lacks fails here, on every engine
     return resolve_engine(config)(config, out_dir, resume, on_round, stop_after)
 
 
@@ -330,8 +341,8 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
     if resume:
         checkpoint = load_latest_checkpoint(out_dir, reference=state, config_hash=run_hash)
         if checkpoint is not None:
-            state = checkpoint.state
-            fusion.load_state_dict(checkpoint.fusion_state)
+            state = _on(checkpoint.state, fed.device)  # checkpoints hold CPU tensors
+            fusion.load_state_dict(_on(checkpoint.fusion_state, fed.device))
             client_state.restore(checkpoint.client_state)
             first_round = checkpoint.round + 1
             wall_before = float(checkpoint.extra.get("wall_seconds", 0.0))
@@ -371,6 +382,10 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
     if last < rounds:
         return {}
     return finish(fed, out_dir, state, wall_before + time.perf_counter() - started)
+
+
+def _on(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in tensors.items()}
 
 
 def _guarded_round(round_number, state, fed: Federation, settings, engine, fusion, out_dir: Path):
@@ -413,6 +428,7 @@ def finish(fed: Federation, out_dir: Path, state: dict[str, torch.Tensor], wall:
         "dataset": config.data.dataset,
         "model": config.model.name,
         "engine": config.experiment.engine,
+        "device": str(fed.device),
         "rounds": config.experiment.rounds,
         "num_clients": config.data.num_clients,
         "seed": config.experiment.seed,

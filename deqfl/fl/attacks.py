@@ -133,18 +133,18 @@ def tamper_update(
     elif kind == "gaussian":
         for key, g in global_state.items():
             if g.is_floating_point():
-                noise = torch.randn(g.shape, generator=generator, dtype=torch.float64)
-                state[key] = (g.double() + attack.noise_std * noise).to(g.dtype)
+                noise = torch.randn(g.shape, generator=generator, dtype=torch.float64, device=generator.device)
+                state[key] = (g.double() + attack.noise_std * noise.to(g.device)).to(g.dtype)
     elif kind in ("inject-nan", "inject-inf"):
         for key, value in state.items():
             if value.is_floating_point() and value.numel():
                 flat = value.view(-1)
                 count = max(1, math.ceil(0.01 * flat.numel()))
-                where = torch.randperm(flat.numel(), generator=generator)[:count]
+                where = torch.randperm(flat.numel(), generator=generator, device=generator.device)[:count].to(flat.device)
                 if kind == "inject-nan":
                     flat[where] = float("nan")
                 else:
-                    signs = torch.randint(0, 2, (count,), generator=generator)
+                    signs = torch.randint(0, 2, (count,), generator=generator, device=generator.device).to(flat.device)
                     flat[where] = torch.where(signs == 1, math.inf, -math.inf).to(flat.dtype)
     elif kind == "wrong-shape":
         key = next((k for k, v in state.items() if v.is_floating_point()), None)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from deqfl.deq.budget import solver_budget
+from deqfl.devices import module_device
 from deqfl.models import find_deq
 
 
@@ -32,12 +33,14 @@ def evaluate(
     tol: float | None,
     batch_size: int = 500,
 ) -> EvalResult:
+    """`x`, `y` may live anywhere (e.g. on the host): each batch is moved to the model's device."""
     model.eval()
+    device = module_device(model)
     deq = find_deq(model)
     correct, loss_sum = 0, 0.0
     with solver_budget(model, cap, tol) as solves:
         for start in range(0, len(y), batch_size):
-            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            xb, yb = (t[start : start + batch_size].to(device) for t in (x, y))
             logits = model(xb)
             correct += int((logits.argmax(1) == yb).sum())
             loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))

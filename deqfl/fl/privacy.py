@@ -138,7 +138,7 @@ def privatize_local(
     state = dict(update.state)
     for key, g in global_state.items():
         if g.is_floating_point():
-            noise = torch.randn(g.shape, generator=generator, dtype=torch.float64) * std
+            noise = torch.randn(g.shape, generator=generator, dtype=torch.float64, device=generator.device).to(g.device) * std
             state[key] = (g.detach().double() + factor * delta[key] + noise).to(update.state[key].dtype)
     return dataclasses.replace(
         update, state=state, num_examples=1, local_steps=1, residual=None, holdout_loss=None,

@@ -20,18 +20,19 @@ class PayloadError(ClientFailure):
 
 
 def encode_state(state: dict[str, torch.Tensor], dtype: str = "float32") -> bytes:
-    """Serialize a state dict; floating tensors are cast to the wire dtype."""
+    """Serialize a state dict from any device; floating tensors are cast to the wire dtype."""
     wire = WIRE_DTYPES[dtype]
     return st_save(
-        {k: (v.to(wire) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+        {k: (v.to(wire) if v.is_floating_point() else v).cpu().contiguous() for k, v in state.items()}
     )
 
 
 def decode_state(payload: bytes, like: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """Deserialize a payload. With `like`, floating tensors whose key is in `like` are cast
-    back to that tensor's dtype (the receiver computes in its own precision); other keys are
-    kept as received, so a malformed payload reaches validation unchanged. PayloadError when
-    the bytes are not a safetensors state."""
+    """Deserialize a payload (CPU tensors). With `like`, a tensor whose key is in `like` is
+    placed on that tensor's device and, when both are floating, cast back to its dtype (the
+    receiver computes on its own device in its own precision); other keys are kept as
+    received, so a malformed payload reaches validation unchanged. PayloadError when the
+    bytes are not a safetensors state."""
     if not isinstance(payload, (bytes, bytearray, memoryview)):
         raise PayloadError(f"a payload must be bytes, got {type(payload).__name__}")
     try:
@@ -40,7 +41,10 @@ def decode_state(payload: bytes, like: dict[str, torch.Tensor] | None = None) ->
         raise PayloadError(f"payload of {len(payload)} bytes is not a safetensors state: {type(exc).__name__}: {exc}") from None
     if like is None:
         return state
-    return {
-        k: v.to(like[k].dtype) if k in like and v.is_floating_point() and like[k].is_floating_point() else v
-        for k, v in state.items()
-    }
+    return {k: _like(v, like[k]) if k in like else v for k, v in state.items()}
+
+
+def _like(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    if value.is_floating_point() and like.is_floating_point():
+        return value.to(like.device, like.dtype)
+    return value.to(like.device)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from deqfl.deq.budget import solver_budget
+from deqfl.devices import module_device
 from deqfl.deq.module import DEQ
 
 
@@ -18,11 +19,16 @@ def find_deq(model: nn.Module) -> DEQ | None:
 
 @torch.no_grad()
 def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256) -> float:
-    """Top-1 accuracy of `model` (put in eval mode, restored after) on (x, y)."""
+    """Top-1 accuracy of `model` (put in eval mode, restored after) on (x, y), each batch
+    moved to the model's device."""
+    device = module_device(model)
     was_training = model.training
     model.eval()
     try:
-        correct = sum(int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum()) for i in range(0, len(x), batch_size))
+        correct = sum(
+            int((model(x[i : i + batch_size].to(device)).argmax(1) == y[i : i + batch_size].to(device)).sum())
+            for i in range(0, len(x), batch_size)
+        )
     finally:
         model.train(was_training)
     return correct / max(len(x), 1)

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from deqfl.devices import module_device
 from deqfl.errors import ConfigError
 from deqfl.models.federated import federated_state
 
@@ -26,8 +27,8 @@ Shapes = dict[str, tuple[int, ...]]
 
 
 def narrow_model(model: nn.Module, ratio: float) -> nn.Module:
-    """The width-`ratio` sub-model of `model` (a fresh module; `model` itself when ratio is
-    1). ConfigError when the model cannot be sliced or the ratio is outside (0, 1]."""
+    """The width-`ratio` sub-model of `model` (a fresh module on `model`'s device; `model`
+    itself when ratio is 1). ConfigError when the model cannot be sliced or the ratio is outside (0, 1]."""
     if not 0 < ratio <= 1:
         raise ConfigError(f"a width ratio must be in (0, 1], got {ratio!r}")
     if ratio == 1:
@@ -37,8 +38,9 @@ def narrow_model(model: nn.Module, ratio: float) -> nn.Module:
             f"{type(model).__name__} cannot be width-sliced (it has no `narrowed` method): "
             "a tier's `width` below 1 needs an explicit CNN (cnn-small, cnn-large)"
         )
-    with torch.random.fork_rng(devices=[]):  # its init is overwritten; keep the global RNG as it was
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):  # its init is overwritten; keep the global RNG as it was
         sub = model.narrowed(ratio)
+    sub.to(module_device(model))
     check_nested(sub_shapes(sub), federated_state(model))
     return sub
 
@@ -93,7 +95,7 @@ def multiply_accumulates(model: nn.Module, input_shape: tuple[int, int, int]) ->
     training = model.training
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(1, *input_shape))
+            model.eval()(torch.zeros(1, *input_shape, device=module_device(model)))
     finally:
         model.train(training)
         for hook in hooks:

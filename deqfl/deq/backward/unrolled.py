@@ -43,7 +43,7 @@ class Unrolled(BackwardMode):
             rel_res = abs_res / (torch.linalg.vector_norm(z.reshape(batch, -1), dim=1) + torch.finfo(z.dtype).tiny)
             measure = rel_res if solver.stop_mode == "rel" else abs_res
         stats = SolverStats(
-            iterations=torch.full((batch,), steps, dtype=torch.long),
+            iterations=torch.full((batch,), steps, dtype=torch.long, device=z.device),
             abs_residual=abs_res,
             rel_residual=rel_res,
             converged=measure <= solver.tol,

@@ -28,7 +28,7 @@ T = TypeVar("T")
 
 def run_in_simulation(run: FlowerRun, client_app: ClientApp, main: Callable[[Grid], T]) -> T:
     """`main(grid)` on a simulated fleet of `run.num_clients` nodes running `client_app`,
-    each reserving `run.client_cpus` CPUs."""
+    each reserving `run.client_cpus` CPUs and `run.client_gpus` of a GPU."""
     from flwr.simulation import run_simulation  # noqa: PLC0415
 
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
@@ -49,7 +49,7 @@ def run_in_simulation(run: FlowerRun, client_app: ClientApp, main: Callable[[Gri
             client_app=client_app,
             num_supernodes=run.num_clients,
             backend_config={
-                "client_resources": {"num_cpus": run.client_cpus, "num_gpus": 0.0},
+                "client_resources": {"num_cpus": run.client_cpus, "num_gpus": run.client_gpus},
                 "init_args": {
                     "num_cpus": os.cpu_count() or 1,
                     "include_dashboard": False,

@@ -28,7 +28,8 @@ class FlowerRun:
     node each, partition-id 0..num_clients-1). `round_timeout`: seconds to wait for a
     round's replies. `connect_timeout`: seconds to wait on the first round for nodes
     hosting every sampled client. `client_cpus`: CPUs the simulation reserves per virtual
-    client.
+    client; `client_gpus`: the share of a GPU it reserves (0 when the run computes on the
+    CPU).
     """
 
     config_text: str
@@ -36,6 +37,7 @@ class FlowerRun:
     round_timeout: float
     connect_timeout: float
     client_cpus: float
+    client_gpus: float = 0.0
 
 
 @dataclass

@@ -34,6 +34,7 @@ from torch import nn
 from deqfl.data import DatasetArrays
 from deqfl.deq.backward import BackwardMode
 from deqfl.deq.budget import deq_layers, solver_budget
+from deqfl.devices import module_device
 from deqfl.fl.client.gradient_mode import tier_backward
 from deqfl.fl.client.hooks import LocalStep
 from deqfl.fl.client.loss_terms import LossInputs, default_loss_terms, total_loss
@@ -63,15 +64,17 @@ def train_client(
     `client_state` is the client's persistent state, returned (as the mods leave it) in
     `ClientUpdate.client_state`. The global state is taken in sorted key order, so draws
     made key by key (local DP noise, attacks) do not depend on the order it was decoded in
-    (safetensors decodes in an order that varies between processes)."""
+    (safetensors decodes in an order that varies between processes). The client's rows are
+    copied from the host arrays to the model's device."""
+    device = module_device(model)
     round_ = ClientRound(
         model=model,
         global_state=dict(sorted(global_state.items())),
         task=task,
         dataset=dataset,
         data=data,
-        x_train=dataset.normalise(dataset.x_train[data.train_indices]),
-        y_train=torch.as_tensor(dataset.y_train[data.train_indices]),
+        x_train=dataset.normalise(dataset.x_train[data.train_indices], device),
+        y_train=torch.as_tensor(dataset.y_train[data.train_indices], device=device),
         loss_terms=default_loss_terms(task.options, model),
         step_hooks=(),
         client_state=client_state,
@@ -147,13 +150,13 @@ def _train(round_: ClientRound, backward: BackwardMode) -> _Trained:
     )
     model.train()
     has_deq = bool(deq_layers(model))
-    order, cursor = torch.randperm(n, generator=order_gen), 0
+    order, cursor = _shuffled(n, order_gen, round_.y_train.device), 0
     for index in range(trained.steps):
         step = LocalStep(index, trained.steps, model, params, anchor, optimizer, round_.client_state)
         for hook in round_.step_hooks:
             hook.start(step)
         if cursor + trained.batch_size > len(order) and cursor > 0:
-            order, cursor = torch.randperm(n, generator=order_gen), 0
+            order, cursor = _shuffled(n, order_gen, round_.y_train.device), 0
         batch = order[cursor : cursor + trained.batch_size]
         cursor += trained.batch_size
         with solver_budget(model, task.forward_cap, tier.tol, backward, probe_gen, keep_fixed_points=True) as solves:
@@ -175,11 +178,18 @@ def _train(round_: ClientRound, backward: BackwardMode) -> _Trained:
     return trained
 
 
+def _shuffled(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """A permutation of range(n) drawn on the generator's device (the same order on every
+    device), placed on `device`."""
+    return torch.randperm(n, generator=generator, device=generator.device).to(device)
+
+
 def _holdout(model: nn.Module, dataset: DatasetArrays, data: ClientData, task: ClientTask):
     if len(data.holdout_indices) == 0:
         return None, None
-    x = dataset.normalise(dataset.x_train[data.holdout_indices])
-    y = torch.as_tensor(dataset.y_train[data.holdout_indices])
+    device = module_device(model)
+    x = dataset.normalise(dataset.x_train[data.holdout_indices], device)
+    y = torch.as_tensor(dataset.y_train[data.holdout_indices], device=device)
     with torch.no_grad(), solver_budget(model, task.forward_cap, task.tier.tol):
         logits = model(x)
     loss = float(nn.functional.cross_entropy(logits, y))

@@ -99,7 +99,7 @@ class CentralDPFusion:
         std = self.privacy.noise_multiplier * clip_norm
         delta = {}
         for key, acc in total.items():
-            noise = torch.randn(acc.shape, generator=generator, dtype=torch.float64) * std
+            noise = torch.randn(acc.shape, generator=generator, dtype=torch.float64, device=generator.device) * std
             delta[key] = (acc + noise.to(acc.device)) / m
         return Combined(delta=delta, weights=[1.0 / m] * len(accepted), quality=[1.0] * len(accepted))
 

@@ -26,7 +26,7 @@ def krum_scores(vectors: torch.Tensor, byzantine: int) -> torch.Tensor:
     """Krum score of each row of `vectors` (K, P)."""
     k = vectors.shape[0]
     if k == 1:
-        return torch.zeros(1, dtype=torch.float64)
+        return torch.zeros(1, dtype=torch.float64, device=vectors.device)
     neighbours = min(max(1, k - byzantine - 2), k - 1)
     distances = torch.cdist(vectors, vectors, compute_mode="donot_use_mm_for_euclid_dist") ** 2
     distances.fill_diagonal_(float("inf"))

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
+from deqfl.fl.fusion.aggregator.ops import weight_vector
 from deqfl.fl.fusion.base import Aggregate
 from deqfl.fl.fusion.config import FusionConfig
 from deqfl.fl.fusion.registry import register_aggregator
@@ -33,7 +34,7 @@ def weighted_median(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor
 def median(
     updates: Sequence[ValidatedUpdate], weights: Sequence[float], config: FusionConfig
 ) -> Aggregate:
-    w = torch.tensor(list(weights), dtype=torch.float64)
+    w = weight_vector(weights, updates)
     delta = {}
     for key in updates[0].delta:
         delta[key] = weighted_median(torch.stack([u.delta[key] for u in updates]), w)

@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from deqfl.fl.validation import ValidatedUpdate
+
 
 def weighted_sum(
     deltas: Sequence[Mapping[str, torch.Tensor]], coefficients: Sequence[float]
@@ -21,5 +23,11 @@ def weighted_sum(
 def flatten(delta: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """All of a delta's values as one float64 vector (keys in their dict order)."""
     if not delta:
-        return torch.zeros(0, dtype=torch.float64)
+        return torch.zeros(0, dtype=torch.float64, device="cpu")
     return torch.cat([value.reshape(-1) for value in delta.values()])
+
+
+def weight_vector(weights: Sequence[float], updates: Sequence[ValidatedUpdate]) -> torch.Tensor:
+    """The weights as a float64 vector on the device of the updates' deltas."""
+    device = next(iter(updates[0].delta.values())).device
+    return torch.tensor(list(weights), dtype=torch.float64, device=device)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
+from deqfl.fl.fusion.aggregator.ops import weight_vector
 from deqfl.fl.fusion.base import Aggregate
 from deqfl.fl.fusion.config import FusionConfig
 from deqfl.fl.fusion.registry import register_aggregator
@@ -36,7 +37,7 @@ def trimmed(
 ) -> Aggregate:
     k = len(updates)
     trim = min(math.floor(config.trim_fraction * k), (k - 1) // 2)
-    w = torch.tensor(list(weights), dtype=torch.float64)
+    w = weight_vector(weights, updates)
     delta = {
         key: trimmed_mean(torch.stack([u.delta[key] for u in updates]), w, trim)
         for key in updates[0].delta

@@ -55,5 +55,5 @@ class FedAdam(ServerOptimizer):
             eta = o.lr * math.sqrt(1 - o.beta_2 ** (t + 1)) / (1 - o.beta_1 ** (t + 1))
         return Step(
             params=adaptive_step(params, m, v, eta, o.tau),
-            state=flat(m=m, v=v, step=torch.tensor(t, dtype=torch.int64)),
+            state=flat(m=m, v=v, step=torch.tensor(t, dtype=torch.int64, device="cpu")),
         )
