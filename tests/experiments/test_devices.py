@@ -212,3 +212,31 @@ def test_cuda_names_resolve_with_an_index():
     model = torch.nn.Linear(2, 2).to(prepare_device("cuda"))
     assert module_device(model).type == "cuda"
     assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.allow_tf32
+
+
+def test_the_heads_pool_keeps_torchs_kernel_on_the_cpu_and_its_matmul_form_agrees():
+    from deqfl.models.stems import AdaptiveAvgPool, adaptive_avg_pool_by_matmul  # noqa: PLC0415
+
+    for shape, size in [((2, 3, 14, 14), (4, 4)), ((2, 3, 8, 8), (4, 4)), ((1, 2, 13, 9), (4, 3))]:
+        x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+        assert torch.equal(AdaptiveAvgPool(size)(x), torch.nn.AdaptiveAvgPool2d(size)(x))
+        torch_pool, matmul_pool = torch.nn.functional.adaptive_avg_pool2d(x, size), adaptive_avg_pool_by_matmul(x, size)
+        grad = torch.randn_like(torch_pool)
+        (want,), (got,) = (torch.autograd.grad(y, x, grad) for y in (torch_pool, matmul_pool))
+        assert torch.allclose(matmul_pool, torch_pool, atol=1e-12) and torch.allclose(got, want, atol=1e-12)
+
+
+@gpu
+@needs_cuda
+def test_the_heads_pool_is_bitwise_repeatable_on_cuda():
+    from deqfl.models.stems import AdaptiveAvgPool  # noqa: PLC0415
+
+    prepare_device("cuda")
+    x = torch.randn(64, 16, 14, 14, device="cuda", requires_grad=True)
+    grads = []
+    for _ in range(3):
+        (g,) = torch.autograd.grad(AdaptiveAvgPool(4)(x).square().sum(), x)
+        grads.append(g)
+    assert all(torch.equal(grads[0], g) for g in grads[1:])
+    cpu = torch.nn.functional.adaptive_avg_pool2d(x.detach().cpu().requires_grad_(), 4)
+    assert torch.allclose(AdaptiveAvgPool(4)(x).cpu(), cpu, atol=1e-5)

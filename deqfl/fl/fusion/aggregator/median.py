@@ -7,6 +7,7 @@ equal weights this is the ordinary median (mean of the two middle values for eve
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -23,7 +24,7 @@ _TOL = 1e-12
 def weighted_median(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Weighted median along dim 0 of `values` (K, ...), weights (K,) summing to 1."""
     ordered, index = values.sort(dim=0, stable=True)
-    cumulative = weights[index].cumsum(dim=0)
+    cumulative = torch.stack(list(itertools.accumulate(weights[index].unbind(0))))  # cumsum, in order on any device
     last = values.shape[0] - 1
     lo = (cumulative < 0.5 - _TOL).sum(dim=0, keepdim=True).clamp(max=last)
     hi = (cumulative <= 0.5 + _TOL).sum(dim=0, keepdim=True).clamp(max=last)
