@@ -40,7 +40,7 @@ def eval_command(args: argparse.Namespace) -> int:
     meta = json.loads(meta_path.read_text())
     dataset = load_dataset(args.dataset or meta["dataset"], data_dir=args.data_dir or meta.get("data_dir"))
     saved = load_saved_model(args.run_dir, dataset.input_shape, dataset.num_classes)
-    x, y = dataset.normalise(dataset.x_test), torch.as_tensor(dataset.y_test)
+    x, y = dataset.normalise(dataset.x_test), torch.as_tensor(dataset.y_test, device="cpu")
     budgets = args.budget or [meta["reference_cap"]]
     if any(b <= 0 for b in budgets):
         raise ConfigError(f"--budget must be positive, got {budgets}")

@@ -38,7 +38,7 @@ def export_command(args: argparse.Namespace) -> int:
     meta = json.loads(meta_path.read_text())
     dataset = load_dataset(meta["dataset"], data_dir=args.data_dir or meta.get("data_dir"))
     saved = load_saved_model(args.run_dir, dataset.input_shape, dataset.num_classes)
-    x, y = dataset.normalise(dataset.x_test), torch.as_tensor(dataset.y_test)
+    x, y = dataset.normalise(dataset.x_test), torch.as_tensor(dataset.y_test, device="cpu")
     suffix = ".pt" if args.format == "torchscript" else ".onnx"
     out = args.out or args.run_dir / f"model-{args.budget}{suffix}"
     export_model(saved.model, x[:2], args.budget, args.format, out)

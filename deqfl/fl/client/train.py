@@ -64,8 +64,9 @@ def train_client(
     `client_state` is the client's persistent state, returned (as the mods leave it) in
     `ClientUpdate.client_state`. The global state is taken in sorted key order, so draws
     made key by key (local DP noise, attacks) do not depend on the order it was decoded in
-    (safetensors decodes in an order that varies between processes). The client's rows are
-    copied from the host arrays to the model's device."""
+    (safetensors decodes in an order that varies between processes). The client's rows and
+    its state are copied to the model's device (a new dict: read the state back from the
+    update)."""
     device = module_device(model)
     round_ = ClientRound(
         model=model,
@@ -77,7 +78,7 @@ def train_client(
         y_train=torch.as_tensor(dataset.y_train[data.train_indices], device=device),
         loss_terms=default_loss_terms(task.options, model),
         step_hooks=(),
-        client_state=client_state,
+        client_state=None if client_state is None else {k: v.to(device) for k, v in client_state.items()},
     )
     return chain([*builtin_mods(task), *mods], local_training)(round_)
 
