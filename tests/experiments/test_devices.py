@@ -153,6 +153,24 @@ def test_device_is_not_part_of_the_run_identity_and_a_run_resumes_on_another_dev
     _same_model(_result(tmp_path / "moved", resumed)[2], straight[2])
 
 
+def test_worker_and_flower_node_models_are_built_on_the_run_device(tmp_path):
+    """The pool's workers rebuild the model from a `ModelSpec`, a Flower node from the run's
+    config: both on the named device, with the run's initial values, whatever the default."""
+    from deqfl.engines.spec import ModelSpec  # noqa: PLC0415
+    from deqfl.experiments.flower_app import load_node  # noqa: PLC0415 - needs flwr
+
+    spec = ModelSpec("deq-mnist", (1, 8, 8), 10, {}, seed=3, device="cpu")
+    plain = spec.build()
+    with torch.device("meta"):
+        placed = spec.build()
+        node = load_node(_config(tmp_path, ["experiment.device=cpu"]).to_toml(), None)
+    assert module_device(placed) == module_device(node.model) == torch.device("cpu")
+    _same_model(plain.state_dict(), placed.state_dict())
+    if not CUDA:
+        with pytest.raises(ConfigError, match="torch.cuda.is_available"):
+            ModelSpec("deq-mnist", (1, 8, 8), 10, {}, device="cuda").build()
+
+
 def test_flower_simulation_reserves_no_gpu_on_the_cpu():
     from deqfl.experiments.flower_app import flower_run  # noqa: PLC0415 - needs flwr
 
@@ -240,3 +258,13 @@ def test_the_heads_pool_is_bitwise_repeatable_on_cuda():
     assert all(torch.equal(grads[0], g) for g in grads[1:])
     cpu = torch.nn.functional.adaptive_avg_pool2d(x.detach().cpu().requires_grad_(), 4)
     assert torch.allclose(AdaptiveAvgPool(4)(x).cpu(), cpu, atol=1e-5)
+
+
+@gpu
+@needs_cuda
+def test_flower_simulation_reserves_a_gpu_share_on_cuda():
+    pytest.importorskip("flwr")
+    from deqfl.experiments.flower_app import flower_run  # noqa: PLC0415
+
+    assert flower_run(load_config(None, ["experiment.device=cuda", "flower.client_gpus=0.5"])).client_gpus == 0.5
+    assert flower_run(load_config(None, ["experiment.device=cpu"])).client_gpus == 0.0
