@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from deqfl.deq.budget import solver_budget
-from deqfl.devices import module_device
 from deqfl.deq.module import DEQ
+from deqfl.devices import module_device
 
 
 def find_deq(model: nn.Module) -> DEQ | None:
