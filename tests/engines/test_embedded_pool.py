@@ -199,7 +199,7 @@ def test_a_jobs_result_does_not_depend_on_the_jobs_before_it(digits):
     busy.run(first, download)
     after_other = busy.run(second, download)
     alone = ClientRunner(fresh, digits).run(second, download)
-    assert after_other.upload == alone.upload
+    assert after_other.payload == alone.payload
 
 
 KILLED_PARENT = """
