@@ -32,8 +32,8 @@ from flwr.common.constant import ErrorCode
 
 from deqfl.engines.flower import protocol as P
 from deqfl.engines.flower.spec import FlowerNode, NodeLoader
-from deqfl.fl.client import ClientData, train_client
 from deqfl.errors import ClientFailure
+from deqfl.fl.client import ClientData, train_client
 from deqfl.fl.transport import decode_state, encode_state
 from deqfl.models import federated_state
 
