@@ -108,9 +108,9 @@ def test_cli_run_and_eval(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "test accuracy" in out
-    assert main(["eval", str(tmp_path / "cli"), "--budget", "2", "--budget", "16", "--json"]) == 0
+    assert main(["eval", str(tmp_path / "cli"), "--forward-cap", "2", "--budget", "16", "--json"]) == 0  # old name kept
     rows = json.loads(capsys.readouterr().out)
-    assert [r["budget"] for r in rows] == [2, 16] and all(0 <= r["accuracy"] <= 1 for r in rows)
+    assert [r["forward_cap"] for r in rows] == [2, 16] and all(0 <= r["accuracy"] <= 1 for r in rows)
 
 
 def test_cli_reports_config_errors_without_traceback(capsys):
