@@ -210,6 +210,8 @@ def prepare_run_dir(out_dir: Path, config: ExperimentConfig, resume: bool) -> No
     run's files: a `config.toml` with other settings, or checkpoints without a
     `config.toml`. A new run (not `resume`) also refuses a directory holding rounds or
     checkpoints of its own config: those are resumed, never silently restarted over."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file, not a folder; choose a folder for the run's files")
     metrics = out_dir / "metrics.jsonl"
     if not resume and metrics.exists() and rf.read_jsonl(metrics):
         raise ConfigError(
@@ -436,6 +438,7 @@ def finish(fed: Federation, out_dir: Path, state: dict[str, torch.Tensor], wall:
         "global_residual": final["global_residual"],
         "tier_accuracy": final["tier_accuracy"],
         "anytime": anytime,
+        "skipped_rounds": sum(1 for r in records if r["skipped"]),
         "bytes_up": sum(r["bytes_up"] for r in records),
         "bytes_down": sum(r["bytes_down"] for r in records),
         "simulated_seconds": sum(r["simulated_seconds"] for r in records),
