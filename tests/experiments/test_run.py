@@ -236,3 +236,18 @@ def test_a_run_whose_every_round_was_skipped_says_so_and_exits_non_zero(tmp_path
     assert main(args) == 1
     assert "every one of the 1 rounds was skipped" in capsys.readouterr().err
     assert json.loads((tmp_path / "dead" / "summary.json").read_text())["skipped_rounds"] == 1
+
+
+@pytest.mark.parametrize("command", ["eval", "export"])
+@pytest.mark.parametrize("damage", ["{not json", '["a list"]', '{"model": "deq-mnist", "options": []}'])
+def test_a_broken_model_json_is_a_clear_error(two_runs, tmp_path, capsys, command, damage):
+    import shutil  # noqa: PLC0415
+
+    (out, _), _ = two_runs
+    run = tmp_path / "copy"
+    shutil.copytree(out, run)
+    (run / "model.json").write_text(damage)
+    args = [command, str(run)] + (["--forward-cap", "4"] if command == "export" else [])
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("deqfl: error:") and "model.json" in err and "Traceback" not in err
