@@ -56,6 +56,7 @@ class ExperimentSection(_Section):
     )
     threads: int = Field(1, gt=0, description="torch intra-op threads, fixed for determinism. 1 is the default: the models' small convolutions gain little from a second thread, and two threads slow down by an order of magnitude when anything else runs on a 2-core machine.")
     checkpoint_every: int = Field(1, ge=0, description="Checkpoint every N rounds (0: never).")
+    tensorboard: bool = Field(False, description="Write TensorBoard event files of every round metric to RUN_DIR/tensorboard (`tensorboard --logdir RUN_DIR/tensorboard`); needs `pip install 'deqfl[tracking]'`.")
     workers: int | None = Field(
         None, gt=0,
         description="engine=embedded: worker processes that train a round's clients in parallel (started once per run), "
