@@ -29,6 +29,7 @@ from deqfl.engines.spec import ModelSpec
 from deqfl.errors import ConfigError, DeqflError, RunFailed
 from deqfl.experiments import results as rf
 from deqfl.experiments.config import ExperimentConfig, validate_config
+from deqfl.experiments.tracking import TENSORBOARD_DIR, TensorBoardLog, require_tensorboard
 from deqfl.fl import privacy as dp
 from deqfl.fl.attacks import malicious_clients
 from deqfl.fl.checkpoint import (
@@ -45,6 +46,7 @@ from deqfl.fl.evaluation import anytime_curve, evaluate
 from deqfl.fl.fusion import make_fusion
 from deqfl.fl.profiles import TierConfig, assign_tiers, reference_tier
 from deqfl.fl.record import RoundRecord
+from deqfl.fl.sampling import eligible_clients
 from deqfl.fl.server import Engine, RoundSettings, run_round
 from deqfl.models import (
     build_model,
@@ -138,10 +140,10 @@ def _settings(fed: Federation) -> RoundSettings:
         fraction=c.sampling.fraction,
         min_clients=c.sampling.min_clients,
         rule=c.sampling.rule,
-        min_cap=c.sampling.min_cap,
+        min_forward_cap=c.sampling.min_forward_cap,
         deadline_seconds=c.sampling.deadline_seconds,
         transport_dtype=c.transport.dtype,
-        reference_cap=fed.reference.max_iter,
+        reference_cap=fed.reference.forward_cap,
         reference_tol=fed.reference.tol,
         options=TrainOptions(
             lr=c.train.lr, momentum=c.train.momentum, weight_decay=c.train.weight_decay,
@@ -163,7 +165,7 @@ def evaluate_global(fed: Federation, x: torch.Tensor, y: torch.Tensor) -> dict[s
     width-sliced tier: its sub-model, sliced from the global model), and the mean relative
     residual at the reference budget (`global_residual`)."""
     batch = fed.config.evaluation.batch_size
-    ref = evaluate(fed.model, x, y, fed.reference.max_iter, fed.reference.tol, batch)
+    ref = evaluate(fed.model, x, y, fed.reference.forward_cap, fed.reference.tol, batch)
     tier_accuracy = {}
     explicit = find_deq(fed.model) is None  # every budget gives the same numbers
     for tier in _distinct_tiers(fed.tiers):
@@ -171,10 +173,10 @@ def evaluate_global(fed: Federation, x: torch.Tensor, y: torch.Tensor) -> dict[s
             sub = fed.sub_models[tier.width]
             load_federated_state(sub, slice_state(federated_state(fed.model), sub_shapes(sub)))
             tier_accuracy[tier.name] = evaluate(sub, x, y, None, None, batch).accuracy
-        elif explicit or (tier.max_iter == fed.reference.max_iter and tier.tol == fed.reference.tol):
+        elif explicit or (tier.forward_cap == fed.reference.forward_cap and tier.tol == fed.reference.tol):
             tier_accuracy[tier.name] = ref.accuracy
         else:
-            tier_accuracy[tier.name] = evaluate(fed.model, x, y, tier.max_iter, tier.tol, batch).accuracy
+            tier_accuracy[tier.name] = evaluate(fed.model, x, y, tier.forward_cap, tier.tol, batch).accuracy
     return {
         "accuracy": ref.accuracy,
         "loss": ref.loss,
@@ -197,11 +199,12 @@ def _client_accuracy(record: RoundRecord) -> dict[str, float | None]:
     return {"mean": float(np.mean(values)), "p10": float(np.percentile(values, 10))}
 
 
-RUN_LOCATION_KEYS = {"data": {"data_dir", "cache_dir"}, "experiment": {"device"}}
-"""Config keys that say where files are or where the run computes, not what it computes:
-a run moved to another data directory, or resumed on another device, is the same run, so
-they are left out of its identity (a device changes results only by floating-point
-rounding, README "GPU")."""
+RUN_LOCATION_KEYS = {"data": {"data_dir", "cache_dir"}, "experiment": {"workers", "tensorboard", "device"}}
+"""Config keys that say where files are, how many processes compute or on which device,
+not what the run computes (its results are bitwise the same for any worker count; a device
+changes them only by floating-point rounding, README "GPU"): a run moved to another data
+directory, or resumed with another number of workers or on another device, is the same
+run, so they are left out of its identity."""
 
 
 def run_config_hash(config: ExperimentConfig) -> str:
@@ -216,6 +219,8 @@ def prepare_run_dir(out_dir: Path, config: ExperimentConfig, resume: bool) -> No
     run's files: a `config.toml` with other settings, or checkpoints without a
     `config.toml`. A new run (not `resume`) also refuses a directory holding rounds or
     checkpoints of its own config: those are resumed, never silently restarted over."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file, not a folder; choose a folder for the run's files")
     metrics = out_dir / "metrics.jsonl"
     if not resume and metrics.exists() and rf.read_jsonl(metrics):
         raise ConfigError(
@@ -318,9 +323,25 @@ def run_rounds(
     """The run itself, with its clients on the engine `engine_factory` builds: where every
     engine's launcher ends (in this process, or in a Flower ServerApp's). Every decision
     stays here and in `deqfl.fl`, so engines differ only in transport."""
+    if config.experiment.tensorboard:
+        require_tensorboard()
     prepare_run_dir(out_dir, config, resume)
-    with _run_log(out_dir), contextlib.ExitStack() as engine_closer:
-        return _run(config, out_dir, resume, on_round, stop_after, _closing(engine_closer, engine_factory))
+    with _run_log(out_dir), contextlib.ExitStack() as closer:
+        if config.experiment.tensorboard:
+            tracker = closer.enter_context(contextlib.closing(TensorBoardLog(out_dir / TENSORBOARD_DIR)))
+            on_round = _both(tracker, on_round)
+        return _run(config, out_dir, resume, on_round, stop_after, _closing(closer, engine_factory))
+
+
+def _both(first: RoundCallback, second: RoundCallback | None) -> RoundCallback:
+    """A round callback calling `first`, then `second` if given."""
+
+    def call(row: dict[str, Any]) -> None:
+        first(row)
+        if second is not None:
+            second(row)
+
+    return call
 
 
 def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[str, Any]:
@@ -328,7 +349,7 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
     rf.git_commit()  # the code this process runs, before anyone can move HEAD (cached)
     fed = build_federation(config)
     privacy = config.privacy if config.privacy.enabled else None
-    eligible = dp.eligible_clients(fed.tiers, config.sampling.rule, config.sampling.min_cap)
+    eligible = eligible_clients(fed.tiers, config.sampling.rule, config.sampling.min_forward_cap)
     fusion = make_fusion(config.fusion, privacy, config.sampling.fraction * len(eligible), config.experiment.seed)
     settings = _settings(fed)
     engine = engine_factory(fed)
@@ -400,15 +421,22 @@ def _guarded_round(round_number, state, fed: Federation, settings, engine, fusio
         log.exception("round %d failed", round_number)
         kept = latest_checkpoint_round(out_dir)
         raise RunFailed(
-            f"round {round_number} failed on an unexpected error ({type(exc).__name__}: {str(exc)[:300]}). "
+            f"round {round_number} failed on an unexpected error ({_summary(exc)}). "
             f"This is a bug, not a client failure, so the run stopped; "
             + (f"its last checkpoint is round {kept}. " if kept else "it has no checkpoint yet. ")
             + f"The traceback is in {out_dir / 'run.log'}; after a fix, `deqfl run --resume {out_dir}` continues."
         ) from exc
 
 
+def _summary(exc: Exception) -> str:
+    """One line naming what failed: a client's exception (`UnexpectedClientError.summary`),
+    or the exception itself."""
+    summary = getattr(exc, "summary", None)
+    return summary if isinstance(summary, str) else f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
 def _anytime(fed: Federation, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    budgets = fed.config.evaluation.anytime_budgets
+    budgets = fed.config.evaluation.anytime_forward_caps
     curve = anytime_curve(fed.model, x, y, budgets, fed.reference.tol, fed.config.evaluation.batch_size)
     return {str(k): v for k, v in curve.items()}
 
@@ -442,6 +470,7 @@ def finish(fed: Federation, out_dir: Path, state: dict[str, torch.Tensor], wall:
         "global_residual": final["global_residual"],
         "tier_accuracy": final["tier_accuracy"],
         "anytime": anytime,
+        "skipped_rounds": sum(1 for r in records if r["skipped"]),
         "bytes_up": sum(r["bytes_up"] for r in records),
         "bytes_down": sum(r["bytes_down"] for r in records),
         "simulated_seconds": sum(r["simulated_seconds"] for r in records),
