@@ -34,6 +34,11 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest float32: client hyperparameters multiply float32 tensors, so a larger one
+cannot even be stored in the optimiser."""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
     renamed: ClassVar[dict[str, str]] = {}
@@ -93,11 +98,11 @@ class ModelSection(_Section):
 
 
 class TrainSection(_Section):
-    lr: float = Field(0.05, gt=0, description="Client SGD learning rate.")
+    lr: float = Field(0.05, gt=0, le=FLOAT32_MAX, description="Client SGD learning rate (a float32: at most 3.4e38).")
     momentum: float = Field(0.9, ge=0, lt=1, description="Client SGD momentum.")
-    weight_decay: float = Field(0.0, ge=0, description="Client SGD weight decay.")
+    weight_decay: float = Field(0.0, ge=0, le=FLOAT32_MAX, description="Client SGD weight decay (at most 3.4e38).")
     batch_size: int = Field(32, gt=0, description="Client batch size (a tier may override).")
-    proximal_mu: float = Field(0.0, ge=0, description="FedProx proximal term mu (0: plain local SGD).")
+    proximal_mu: float = Field(0.0, ge=0, le=FLOAT32_MAX, description="FedProx proximal term mu (0: plain local SGD; at most 3.4e38).")
     residual_samples: int = Field(256, gt=0, description="Own samples on which a client measures its residual r_k.")
 
 
