@@ -229,7 +229,8 @@ def _check_control_variates(config: ExperimentConfig, source: str) -> None:
                               f"is '{config.experiment.engine}'; the Flower engines keep no client state yet, use 'embedded'"),
         "privacy.mode": (config.privacy.enabled,
                          f"is '{config.privacy.mode}'; the control variates are neither clipped nor noised, so no DP guarantee would hold"),
-        "fleet.tiers": (bool(sliced), f"{sliced[:1]} has width < 1; control variates of width-sliced sub-models are not defined"),
+        "fleet.tiers": (bool(sliced), f"has tier '{sliced[0] if sliced else ''}' of width < 1; control variates "
+                        "of width-sliced sub-models are not defined"),
     }
     for key, (bad, why) in problems.items():
         if bad:
