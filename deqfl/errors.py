@@ -40,6 +40,9 @@ class UnexpectedClientError(RuntimeError):
         )
         self.client_id = client_id
         self.round_number = round_number
+        lines = [line for line in details.strip().splitlines() if line.strip()]
+        self.summary = f"client {client_id}: {lines[-1].strip() if lines else 'no details'}"
+        """The client and the exception's last line, e.g. "client 3: RuntimeError: ..."."""
 
 
 class RunFailed(DeqflError):

@@ -108,22 +108,12 @@ class SamplingSection(_Section):
     min_forward_cap: int = renamed_field("min_forward_cap", "min_cap", 16, gt=0, description="drop-weak: smallest forward cap still sampled (old name, still accepted: min_cap).")
     deadline_seconds: float | None = Field(None, gt=0, description="Simulated round deadline; slower clients are stragglers and dropped.")
 
-    @property
-    def min_cap(self) -> int:
-        """The old name of `min_forward_cap`, read by code that predates it."""
-        return self.min_forward_cap
-
 
 class EvaluationSection(_Section):
     renamed: ClassVar[dict[str, str]] = {"anytime_budgets": "anytime_forward_caps"}
     anytime_every: int = Field(5, ge=0, description="Anytime curve every N rounds (and at the end; 0: only at the end).")
     anytime_forward_caps: list[int] = renamed_field("anytime_forward_caps", "anytime_budgets", [1, 2, 4, 8, 16, 32], description="Forward caps of the anytime curve (old name, still accepted: anytime_budgets).")
     batch_size: int = Field(500, gt=0, description="Evaluation batch size.")
-
-    @property
-    def anytime_budgets(self) -> list[int]:
-        """The old name of `anytime_forward_caps`, read by code that predates it."""
-        return self.anytime_forward_caps
 
 
 class TransportSection(_Section):

@@ -37,7 +37,7 @@ def save_model(out_dir: Path, model: nn.Module, config: ExperimentConfig, refere
         "options": config.model.options,
         "dataset": config.data.dataset,
         "data_dir": config.data.data_dir,
-        "reference_cap": reference.max_iter,
+        "reference_cap": reference.forward_cap,
         "reference_tol": reference.tol,
     }
     atomic_write_text(out_dir / "model.json", json.dumps(meta, indent=2))

@@ -44,6 +44,7 @@ from deqfl.fl.evaluation import anytime_curve, evaluate
 from deqfl.fl.fusion import make_fusion
 from deqfl.fl.profiles import TierConfig, assign_tiers, reference_tier
 from deqfl.fl.record import RoundRecord
+from deqfl.fl.sampling import eligible_clients
 from deqfl.fl.server import Engine, RoundSettings, run_round
 from deqfl.models import (
     build_model,
@@ -131,10 +132,10 @@ def _settings(fed: Federation) -> RoundSettings:
         fraction=c.sampling.fraction,
         min_clients=c.sampling.min_clients,
         rule=c.sampling.rule,
-        min_cap=c.sampling.min_cap,
+        min_forward_cap=c.sampling.min_forward_cap,
         deadline_seconds=c.sampling.deadline_seconds,
         transport_dtype=c.transport.dtype,
-        reference_cap=fed.reference.max_iter,
+        reference_cap=fed.reference.forward_cap,
         reference_tol=fed.reference.tol,
         options=TrainOptions(
             lr=c.train.lr, momentum=c.train.momentum, weight_decay=c.train.weight_decay,
@@ -157,7 +158,7 @@ def evaluate_global(fed: Federation, x: torch.Tensor, y: torch.Tensor) -> dict[s
     width-sliced tier: its sub-model, sliced from the global model), and the mean relative
     residual at the reference budget (`global_residual`)."""
     batch = fed.config.evaluation.batch_size
-    ref = evaluate(fed.model, x, y, fed.reference.max_iter, fed.reference.tol, batch)
+    ref = evaluate(fed.model, x, y, fed.reference.forward_cap, fed.reference.tol, batch)
     tier_accuracy = {}
     explicit = find_deq(fed.model) is None  # every budget gives the same numbers
     for tier in _distinct_tiers(fed.tiers):
@@ -165,10 +166,10 @@ def evaluate_global(fed: Federation, x: torch.Tensor, y: torch.Tensor) -> dict[s
             sub = fed.sub_models[tier.width]
             load_federated_state(sub, slice_state(federated_state(fed.model), sub_shapes(sub)))
             tier_accuracy[tier.name] = evaluate(sub, x, y, None, None, batch).accuracy
-        elif explicit or (tier.max_iter == fed.reference.max_iter and tier.tol == fed.reference.tol):
+        elif explicit or (tier.forward_cap == fed.reference.forward_cap and tier.tol == fed.reference.tol):
             tier_accuracy[tier.name] = ref.accuracy
         else:
-            tier_accuracy[tier.name] = evaluate(fed.model, x, y, tier.max_iter, tier.tol, batch).accuracy
+            tier_accuracy[tier.name] = evaluate(fed.model, x, y, tier.forward_cap, tier.tol, batch).accuracy
     return {
         "accuracy": ref.accuracy,
         "loss": ref.loss,
@@ -191,9 +192,11 @@ def _client_accuracy(record: RoundRecord) -> dict[str, float | None]:
     return {"mean": float(np.mean(values)), "p10": float(np.percentile(values, 10))}
 
 
-RUN_LOCATION_KEYS = {"data": {"data_dir", "cache_dir"}}
-"""Config keys that say where files are, not what the run computes: a run moved to
-another data directory is the same run, so they are left out of its identity."""
+RUN_LOCATION_KEYS = {"data": {"data_dir", "cache_dir"}, "experiment": {"workers"}}
+"""Config keys that say where files are or how many processes compute, not what the run
+computes (its results are bitwise the same for any worker count): a run moved to another
+data directory, or resumed with another number of workers, is the same run, so they are
+left out of its identity."""
 
 
 def run_config_hash(config: ExperimentConfig) -> str:
@@ -318,7 +321,7 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
     rf.git_commit()  # the code this process runs, before anyone can move HEAD (cached)
     fed = build_federation(config)
     privacy = config.privacy if config.privacy.enabled else None
-    eligible = dp.eligible_clients(fed.tiers, config.sampling.rule, config.sampling.min_cap)
+    eligible = eligible_clients(fed.tiers, config.sampling.rule, config.sampling.min_forward_cap)
     fusion = make_fusion(config.fusion, privacy, config.sampling.fraction * len(eligible), config.experiment.seed,
                          num_clients=config.data.num_clients)
     settings = _settings(fed)
@@ -387,15 +390,22 @@ def _guarded_round(round_number, state, fed: Federation, settings, engine, fusio
         log.exception("round %d failed", round_number)
         kept = latest_checkpoint_round(out_dir)
         raise RunFailed(
-            f"round {round_number} failed on an unexpected error ({type(exc).__name__}: {str(exc)[:300]}). "
+            f"round {round_number} failed on an unexpected error ({_summary(exc)}). "
             f"This is a bug, not a client failure, so the run stopped; "
             + (f"its last checkpoint is round {kept}. " if kept else "it has no checkpoint yet. ")
             + f"The traceback is in {out_dir / 'run.log'}; after a fix, `deqfl run --resume {out_dir}` continues."
         ) from exc
 
 
+def _summary(exc: Exception) -> str:
+    """One line naming what failed: a client's exception (`UnexpectedClientError.summary`),
+    or the exception itself."""
+    summary = getattr(exc, "summary", None)
+    return summary if isinstance(summary, str) else f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
 def _anytime(fed: Federation, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    budgets = fed.config.evaluation.anytime_budgets
+    budgets = fed.config.evaluation.anytime_forward_caps
     curve = anytime_curve(fed.model, x, y, budgets, fed.reference.tol, fed.config.evaluation.batch_size)
     return {str(k): v for k, v in curve.items()}
 

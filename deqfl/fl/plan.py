@@ -45,7 +45,7 @@ class RoundSettings:
     fraction: float
     min_clients: int
     rule: str
-    min_cap: int
+    min_forward_cap: int
     deadline_seconds: float | None
     transport_dtype: str
     reference_cap: int
@@ -140,12 +140,12 @@ def plan_round(
 
 def _sample(round_number: int, tiers: list[TierConfig], s: RoundSettings) -> RoundSample:
     if s.privacy is not None and s.privacy.mode == "central":
-        return dp.poisson_sample(tiers, s.seed, round_number, s.fraction, s.rule, s.min_cap)
-    return sample_round(tiers, s.seed, round_number, s.fraction, s.min_clients, s.rule, s.min_cap)
+        return dp.poisson_sample(tiers, s.seed, round_number, s.fraction, s.rule, s.min_forward_cap)
+    return sample_round(tiers, s.seed, round_number, s.fraction, s.min_clients, s.rule, s.min_forward_cap)
 
 
 def _task(round_number: int, data: ClientData, tier: TierConfig, s: RoundSettings, payload: int) -> ClientTask:
-    cap = tier.max_iter
+    cap = tier.forward_cap
     if tier.time_budget is not None:
         batch = tier.batch_size or s.options.batch_size
         samples = local_step_count(tier, len(data.train_indices), batch) * batch

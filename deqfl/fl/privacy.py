@@ -60,7 +60,7 @@ from deqfl.fl.fusion import FusionConfig
 from deqfl.fl.fusion.central_dp import SEED_TAG, clip_factor, noise_generator
 from deqfl.fl.fusion.compat import check_dp
 from deqfl.fl.profiles import TierConfig
-from deqfl.fl.sampling import RoundSample
+from deqfl.fl.sampling import RoundSample, eligible_clients
 from deqfl.fl.update import ClientUpdate
 from deqfl.fl.validation import delta_norm, float_delta
 
@@ -98,13 +98,6 @@ def check_fusion(privacy: PrivacyConfig, fusion: FusionConfig) -> None:
     deqfl.fl.fusion.compat and docs/FUSION.md); any server optimiser is allowed."""
     if privacy.enabled:
         check_dp(privacy.mode, fusion)
-
-
-def eligible_clients(tiers: list[TierConfig], rule: str, min_cap: int) -> list[int]:
-    """The clients a round may sample (as in `deqfl.fl.sampling.sample_round`)."""
-    if rule == "drop-weak":
-        return [cid for cid, t in enumerate(tiers) if t.max_iter >= min_cap]
-    return list(range(len(tiers)))
 
 
 def poisson_sample(

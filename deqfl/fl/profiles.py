@@ -80,11 +80,6 @@ class TierConfig(BaseModel):
     def _renamed_keys(cls, data: object) -> object:
         return reject_both_names(data, cls.renamed)
 
-    @property
-    def max_iter(self) -> int:
-        """The old name of `forward_cap`, read by code that predates it."""
-        return self.forward_cap
-
     @field_validator("backward")
     @classmethod
     def _registered_backward(cls, name: str) -> str:

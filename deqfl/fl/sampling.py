@@ -23,6 +23,14 @@ class RoundSample:
     unavailable: list[int]
 
 
+def eligible_clients(tiers: list[TierConfig], rule: str, min_cap: int) -> list[int]:
+    """The clients a round may sample: all, or under `drop-weak` those whose tier's forward
+    cap is at least `min_cap`."""
+    if rule == "drop-weak":
+        return [cid for cid, t in enumerate(tiers) if t.forward_cap >= min_cap]
+    return list(range(len(tiers)))
+
+
 def sample_round(
     tiers: list[TierConfig],
     seed: int,
@@ -32,14 +40,11 @@ def sample_round(
     rule: str = "uniform",
     min_cap: int = 1,
 ) -> RoundSample:
-    if rule == "drop-weak":
-        eligible = [cid for cid, t in enumerate(tiers) if t.max_iter >= min_cap]
-    else:
-        eligible = list(range(len(tiers)))
+    eligible = eligible_clients(tiers, rule, min_cap)
     if not eligible:
         raise ConfigError(
             f"sampling: rule '{rule}' with min_cap={min_cap} leaves no eligible client; "
-            "lower sampling.min_cap or use rule='uniform'"
+            "lower sampling.min_forward_cap or use rule='uniform'"
         )
     rng = np.random.default_rng([seed, round_number, 0x5A3])
     count = min(len(eligible), max(min_clients, round(fraction * len(eligible))))

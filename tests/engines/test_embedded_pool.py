@@ -159,7 +159,7 @@ def test_garbled_download_is_a_rejection_not_a_stop(digits):
     model = SPEC.build()
     with EmbeddedEngine(model, digits) as engine:
         replies = engine.run_clients(_jobs(n=2), b"garbage")
-    assert all(r.update is None and r.error.startswith("PayloadError") for r in replies)
+    assert all(r.payload is None and r.error.startswith("PayloadError") for r in replies)
 
 
 def test_arrays_open_mapped_from_their_folder(digits, tmp_path):
@@ -199,7 +199,7 @@ def test_a_jobs_result_does_not_depend_on_the_jobs_before_it(digits):
     busy.run(first, download)
     after_other = busy.run(second, download)
     alone = ClientRunner(fresh, digits).run(second, download)
-    assert after_other.upload == alone.upload
+    assert after_other.payload == alone.payload
 
 
 KILLED_PARENT = """

@@ -202,7 +202,7 @@ def test_a_programming_error_stops_the_run_with_a_clear_message(tmp_path):
             return self.linear(x.flatten(1))
 
     register_model("test-breaks-in-round-two", input_shape=(1, 8, 8))(BreaksInRoundTwo)
-    with pytest.raises(RunFailed, match=r"round 2 failed on an unexpected error \(RuntimeError: a bug in the model\).*last checkpoint is round 1"):
+    with pytest.raises(RunFailed, match=r"round 2 failed on an unexpected error \(client \d: RuntimeError: a bug in the model\).*last checkpoint is round 1"):
         _run(tmp_path, "broken", ["model.name=test-breaks-in-round-two", "experiment.rounds=3"])
     assert "Traceback" in (tmp_path / "broken" / "run.log").read_text()
     assert (tmp_path / "broken" / "checkpoints").is_dir()

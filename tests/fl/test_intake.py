@@ -27,7 +27,7 @@ TIERS = [STRONG, STRONG, WEAK, WEAK]
 CLIENTS = [ClientData(c, np.arange(10 * c, 10 * c + 8), np.arange(0)) for c in range(4)]
 OPTIONS = TrainOptions(lr=0.1, momentum=0.5, weight_decay=0.0, batch_size=4, proximal_mu=0.0, residual_samples=4)
 SETTINGS = RoundSettings(
-    seed=0, fraction=1.0, min_clients=4, rule="uniform", min_cap=1, deadline_seconds=None,
+    seed=0, fraction=1.0, min_clients=4, rule="uniform", min_forward_cap=1, deadline_seconds=None,
     transport_dtype="float32", reference_cap=16, reference_tol=1e-3, options=OPTIONS,
 )
 STEPS = local_step_count(STRONG, 8, 4)

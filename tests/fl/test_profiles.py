@@ -57,7 +57,7 @@ def test_presets_ship_and_parse():
     for name in list_presets():
         tiers = load_preset(name)
         assert abs(sum(t.share for t in tiers) - 1) < 1e-9
-    assert reference_tier(load_preset("three-tiers")).max_iter == 16
+    assert reference_tier(load_preset("three-tiers")).forward_cap == 16
     with pytest.raises(ConfigError, match="valid choices"):
         load_preset("nope")
 

@@ -162,11 +162,11 @@ def test_make_fusion_wraps_scaffold_around_the_configured_rule():
 # --- the round: control variates travel, client states are kept, forged increments rejected
 
 
-TIER = TierConfig(name="t", share=1.0, max_iter=4, speed=1e-5)
+TIER = TierConfig(name="t", share=1.0, forward_cap=4, speed=1e-5)
 CLIENTS = [ClientData(c, np.arange(10 * c, 10 * c + 8), np.arange(0)) for c in range(3)]
 OPTIONS = TrainOptions(lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=4, proximal_mu=0.0, residual_samples=4)
 SETTINGS = RoundSettings(
-    seed=0, fraction=1.0, min_clients=3, rule="uniform", min_cap=1, deadline_seconds=None,
+    seed=0, fraction=1.0, min_clients=3, rule="uniform", min_forward_cap=1, deadline_seconds=None,
     transport_dtype="float32", reference_cap=4, reference_tol=1e-3, options=OPTIONS, deq_model=False,
     control_variates="scaffold",
 )

@@ -172,7 +172,7 @@ class FakeEngine:
 round_settings = st.builds(
     RoundSettings,
     seed=st.integers(0, 5), fraction=st.sampled_from([0.3, 0.5, 1.0]), min_clients=st.integers(1, 3),
-    rule=st.just("uniform"), min_cap=st.just(1), deadline_seconds=st.none() | st.floats(1e-4, 10),
+    rule=st.just("uniform"), min_forward_cap=st.just(1), deadline_seconds=st.none() | st.floats(1e-4, 10),
     transport_dtype=st.sampled_from(["float32", "float16"]), reference_cap=st.just(16),
     reference_tol=st.just(1e-3), options=st.just(OPTIONS),
     attack=st.none() | st.just(AttackConfig(kind="sign-flip", fraction=0.3)),
@@ -232,7 +232,7 @@ class ForgedCoverageEngine:
 
 
 def test_a_client_cannot_set_its_own_coverage():
-    settings_ = RoundSettings(seed=0, fraction=1.0, min_clients=1, rule="uniform", min_cap=1, deadline_seconds=None,
+    settings_ = RoundSettings(seed=0, fraction=1.0, min_clients=1, rule="uniform", min_forward_cap=1, deadline_seconds=None,
                               transport_dtype="float32", reference_cap=16, reference_tol=1e-3, options=OPTIONS)
     fusion = Fusion(FusionConfig(weighting="examples", aggregator="heterofl"))
     outcome = run_round(1, dict(GLOBAL), CLIENTS, TIERS, settings_, ForgedCoverageEngine(), fusion)

@@ -32,8 +32,8 @@ from flwr.common.constant import ErrorCode
 
 from deqfl.engines.flower import protocol as P
 from deqfl.engines.flower.spec import FlowerNode, NodeLoader
+from deqfl.errors import ClientFailure
 from deqfl.fl.client import ClientData, train_client
-from deqfl.fl.faults import ClientCrash
 from deqfl.fl.transport import decode_state, encode_state
 from deqfl.models import federated_state
 
@@ -82,7 +82,7 @@ def _train(load_node: NodeLoader, message: Message, context: Context) -> Message
     received = decode_state(bytes(record["payload"]), like=run.reference)  # type: ignore[arg-type]
     try:
         update = train_client(run.node.model, received, task, run.node.dataset, data)
-    except ClientCrash as exc:  # an injected fault (deqfl.fl.faults): a plain error reply, no traceback
+    except ClientFailure as exc:  # a declared failure (an injected crash): a plain error reply, no traceback
         return Message(error=Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, str(exc)), reply_to=message)
     upload = encode_state(update.state, run.node.transport_dtype)
     return Message(P.update_record(update, upload), reply_to=message)
