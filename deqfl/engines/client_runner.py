@@ -52,7 +52,8 @@ class ClientRunner:
                 torch.manual_seed(job_seed(job))
                 update = train_client(
                     self.model, received, job.task, self.dataset, job.data,
-                    client_state=job.client_state, server_extras=extras,
+                    client_state=None if job.client_state is None else decode_state(job.client_state),
+                    server_extras=extras,
                 )
             return ClientReply.from_update(update, self.transport_dtype)
         except ClientFailure as exc:  # logged by the engine, in the run's own process

@@ -17,8 +17,9 @@ The client's simulated time (`deqfl.fl.clock.device_seconds` of its reported wor
 download and upload, times a straggler's slowdown) decides deadlines; a width-sliced
 client's state is written back into the global shape with the server's `coverage`.
 A reply's client state (`ClientReply.client_state`: the client's own, never uploaded) is
-kept for the store (`Intake.client_states`) when it is well-formed (a dict of tensors with
-finite values, at most `state_limit` values), whether or not the update is then used:
+kept for the store (`Intake.client_states`) when it is well-formed (at most `state_limit`
+bytes, checked before decoding, decoding to tensors with finite values), whether or not
+the update is then used:
 the client keeps its state whatever the server does with its upload. A malformed one is a
 rejection and is not kept.
 Only declared client failures (`deqfl.errors.ClientFailure`: errors the engine reported,
@@ -40,7 +41,7 @@ from deqfl.fl.faults import FaultsConfig, slowdown
 from deqfl.fl.plan import ClientJob, RoundPlan
 from deqfl.fl.record import ClientRecord
 from deqfl.fl.reply import ClientReply, FieldReader, ReplyError, truncate
-from deqfl.fl.transport import EXTRA_MARK, decode_state, split_extras
+from deqfl.fl.transport import EXTRA_MARK, PayloadError, decode_state, split_extras
 from deqfl.fl.update import ClientUpdate
 from deqfl.fl.validation import check_state
 from deqfl.models.width import embed_state
@@ -61,9 +62,9 @@ def upload_limit(global_state: Mapping[str, torch.Tensor]) -> int:
 
 
 def state_limit(global_state: Mapping[str, torch.Tensor]) -> int:
-    """The most values a client state may hold: four times the global state's, plus
-    `UPLOAD_SLACK` (SCAFFOLD's holds one copy)."""
-    return 4 * sum(v.numel() for v in global_state.values()) + UPLOAD_SLACK
+    """The largest client state the server decodes: four times `upload_limit` (four
+    float64 copies of the model; SCAFFOLD's state is one copy)."""
+    return 4 * upload_limit(global_state)
 
 
 @dataclass
@@ -191,21 +192,22 @@ def read_update(
 
 
 def read_client_state(value: object, limit: int) -> dict[str, torch.Tensor] | None:
-    """A reply's client state if well-formed (None stays None); ReplyError if it is not a
-    dict of str -> dense tensor with finite floating values and at most `limit` values."""
+    """A reply's client state decoded (None stays None); ReplyError unless it is at most
+    `limit` bytes of `deqfl.fl.transport.pack_tensors` with finite floating values."""
     if value is None:
         return None
-    if not isinstance(value, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) and v.layout == torch.strided for k, v in value.items()
-    ):
-        raise ReplyError("malformed client state: not a dict of str -> dense tensor")
-    size = sum(v.numel() for v in value.values())
-    if size > limit:
-        raise ReplyError(f"malformed client state: {size} values exceed the bound of {limit}")
-    bad = next((k for k, v in value.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if not isinstance(value, (bytes, bytearray)):
+        raise ReplyError(f"malformed client state: not bytes (got {type(value).__name__})")
+    if len(value) > limit:
+        raise ReplyError(f"malformed client state: {len(value)} bytes exceed the bound of {limit} bytes")
+    try:
+        state = decode_state(bytes(value))
+    except PayloadError as exc:
+        raise ReplyError(f"malformed client state: {truncate(exc, 200)}") from None
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
     if bad is not None:
         raise ReplyError(f"malformed client state: non-finite values in {truncate(bad, 80)!r}")
-    return dict(value)
+    return state
 
 
 def embed_sliced(

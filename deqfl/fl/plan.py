@@ -33,7 +33,7 @@ from deqfl.fl.clock import cap_for_time_budget
 from deqfl.fl.faults import FaultsConfig, crash_at
 from deqfl.fl.profiles import TierConfig
 from deqfl.fl.sampling import RoundSample, sample_round
-from deqfl.fl.transport import encode_state, with_extras
+from deqfl.fl.transport import encode_state, pack_tensors, with_extras
 from deqfl.models.width import Shapes, slice_state
 
 
@@ -73,8 +73,9 @@ class ClientJob:
 
     task: ClientTask
     data: ClientData
-    client_state: dict[str, torch.Tensor] | None = None
-    """The client's persistent state as the store holds it (None: it holds none)."""
+    client_state: bytes | None = None
+    """The client's persistent state as the store holds it, packed
+    (`deqfl.fl.transport.pack_tensors`: jobs cross processes as bytes); None: it holds none."""
 
     @property
     def client_id(self) -> int:
@@ -130,12 +131,17 @@ def plan_round(
     jobs = [
         ClientJob(
             _task(round_number, clients[cid], tiers[cid], settings, len(download)), clients[cid],
-            client_state.get(cid) if client_state is not None else None,
+            _packed_state(client_state, cid),
         )
         for cid in sample.selected
     ]
     malicious = sorted(set(sample.selected) & set(settings.malicious))
     return RoundPlan(round_number, sample, jobs, download, download_bytes, sub_globals, malicious, extras)
+
+
+def _packed_state(store: ClientStateStore | None, client_id: int) -> bytes | None:
+    state = store.get(client_id) if store is not None else None
+    return None if state is None else pack_tensors(state)
 
 
 def _sample(round_number: int, tiers: list[TierConfig], s: RoundSettings) -> RoundSample:

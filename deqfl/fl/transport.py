@@ -66,3 +66,10 @@ def split_extras(decoded: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tens
     state = {k: v for k, v in decoded.items() if not k.startswith(EXTRA_MARK)}
     extras = {k[len(EXTRA_MARK):]: v for k, v in decoded.items() if k.startswith(EXTRA_MARK)}
     return state, extras
+
+
+def pack_tensors(tensors: dict[str, torch.Tensor]) -> bytes:
+    """Tensors serialized with safetensors exactly as they are (no dtype cast): how a
+    client's own state crosses a process boundary (`deqfl.fl.reply.ClientReply`).
+    Read back with `decode_state`."""
+    return st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})

@@ -19,7 +19,7 @@ from deqfl.fl.fusion import ClientUpdate, Fusion, FusionConfig, FusionContext, S
 from deqfl.fl.profiles import TierConfig
 from deqfl.fl.reply import ClientReply
 from deqfl.fl.server import RoundSettings, run_round
-from deqfl.fl.transport import PayloadError
+from deqfl.fl.transport import PayloadError, decode_state
 
 LR, RHO, DECAY, K, ROWS = 0.1, 0.5, 0.01, 3, 16
 
@@ -228,7 +228,8 @@ def test_client_states_are_read_for_the_round_and_written_back(tmp_path):
     engine = ScriptedEngine()
     scaffold_round(engine, store)
     given = {job.data.client_id: job.client_state for job in engine.jobs}
-    assert given[0] is None and given[2] is None and torch.equal(given[1]["control/w"], torch.full((2, 3), 7.0))
+    assert given[0] is None and given[2] is None
+    assert torch.equal(decode_state(given[1])["control/w"], torch.full((2, 3), 7.0))
     assert store.clients() == [0, 1, 2]
     assert torch.equal(store.get(2)["control/w"], torch.full((2, 3), 2.0))
 
@@ -270,6 +271,24 @@ def test_a_malformed_client_state_is_a_rejection_and_is_not_kept(tmp_path):
     outcome, _ = scaffold_round(forged, store)
     assert [(r.client, "malformed client state: non-finite" in r.reason) for r in outcome.record.rejected] == [(0, True)]
     assert store.clients() == [1, 2]
+
+
+@pytest.mark.parametrize(("forged", "reason"), [
+    (b"not safetensors", "malformed client state: payload of 15 bytes is not a safetensors state"),
+    (b"\0" * (10**6), "malformed client state: 1000000 bytes exceed the bound"),
+    ({"control/w": torch.zeros(2, 3)}, "malformed client state: not bytes (got dict)"),
+])
+def test_client_state_bytes_are_bounded_and_decoded_by_the_intake(tmp_path, forged, reason):
+    store = ClientStateStore(tmp_path / "cs")
+
+    class Forging(ScriptedEngine):
+        def run_clients(self, jobs, download):
+            replies = super().run_clients(jobs, download)
+            return [dataclasses.replace(r, client_state=forged) if r.client_id == 2 else r for r in replies]
+
+    outcome, _ = scaffold_round(Forging(), store)
+    assert [r.client for r in outcome.record.rejected] == [2] and reason in outcome.record.rejected[0].reason
+    assert store.clients() == [0, 1]
 
 
 def test_extras_are_refused_when_none_were_broadcast():
