@@ -141,20 +141,7 @@ def read_update(
     cid = job.client_id
     if reply.error is not None:
         raise ReplyError(f"client failed: {truncate(reply.error)}")
-    payload = reply.payload
-    if not isinstance(payload, (bytes, bytearray)):
-        raise ReplyError(f"malformed reply: no upload (got {type(payload).__name__})")
-    if len(payload) > limit:
-        raise ReplyError(f"upload of {len(payload)} bytes exceeds the bound of {limit} bytes for this model")
-    extras_like = dict(extras_like or {})
-    like = {**reference, **{EXTRA_MARK + k: v for k, v in extras_like.items()}}
-    try:
-        state, extras = split_extras(decode_state(bytes(payload), like=like))
-    except Exception as exc:  # noqa: BLE001 - an undecodable upload is a declared client failure
-        raise ReplyError(f"malformed reply: the upload is not a readable state ({type(exc).__name__}: {truncate(exc, 200)})") from None
-    reason = check_state(extras_like, extras)
-    if reason is not None:
-        raise ReplyError(f"malformed reply: its extras do not match what the server sent: {reason}")
+    state, extras = decode_upload(reply.payload, reference, limit, extras_like or {})
     fields = FieldReader(reply.fields)
     claimed = fields.integer("client_id", 0, MAX_COUNT)
     if claimed != cid:
@@ -188,7 +175,28 @@ def read_update(
         extras=extras,
         **assigned,
     )
-    return update, len(payload)
+    return update, len(reply.payload)
+
+
+def decode_upload(
+    payload: object, reference: Mapping[str, torch.Tensor], limit: int, extras_like: Mapping[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The upload as (state, extras), floating tensors in the reference's dtypes; ReplyError
+    if it is not bytes, longer than `limit` (checked before decoding), unreadable, or its
+    extras do not match `extras_like` (names, shapes, dtypes, finite values)."""
+    if not isinstance(payload, (bytes, bytearray)):
+        raise ReplyError(f"malformed reply: no upload (got {type(payload).__name__})")
+    if len(payload) > limit:
+        raise ReplyError(f"upload of {len(payload)} bytes exceeds the bound of {limit} bytes for this model")
+    like = {**reference, **{EXTRA_MARK + k: v for k, v in extras_like.items()}}
+    try:
+        state, extras = split_extras(decode_state(bytes(payload), like=like))
+    except Exception as exc:  # noqa: BLE001 - an undecodable upload is a declared client failure
+        raise ReplyError(f"malformed reply: the upload is not a readable state ({type(exc).__name__}: {truncate(exc, 200)})") from None
+    reason = check_state(extras_like, extras)
+    if reason is not None:
+        raise ReplyError(f"malformed reply: its extras do not match what the server sent: {reason}")
+    return state, extras
 
 
 def read_client_state(value: object, limit: int) -> dict[str, torch.Tensor] | None:

@@ -75,10 +75,11 @@ def control_variates(extras: Mapping[str, Tensor], like: Mapping[str, Tensor]) -
 
 
 def own_control_variates(state: Mapping[str, Tensor] | None, like: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """c_i from the client's state (float64), zeros for every key it does not hold."""
+    """c_i from the client's state (float64, on `like`'s devices), zeros for every key it
+    does not hold (`like`: c, float64)."""
     state = state or {}
     return {
-        key: state[CONTROL + key].double() if CONTROL + key in state else torch.zeros(c.shape, dtype=torch.float64)
+        key: state[CONTROL + key].to(c.device, torch.float64) if CONTROL + key in state else torch.zeros_like(c)
         for key, c in like.items()
     }
 

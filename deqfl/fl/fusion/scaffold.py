@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from deqfl.fl.fusion.config import FusionConfig
 from deqfl.fl.fusion.fusion import Fusion, FusionResult
 from deqfl.fl.update import ClientUpdate, FusionContext
 
@@ -50,7 +51,7 @@ class ScaffoldFusion:
         """The server's control variate c by model key (float64); empty until first used."""
 
     @property
-    def config(self):
+    def config(self) -> FusionConfig:
         return self.inner.config
 
     def server_extras(self, global_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -76,7 +77,7 @@ class ScaffoldFusion:
             if missing:
                 raise ValueError(f"client {cid}'s accepted update carries no SCAFFOLD increment {missing[:3]}")
             for key, acc in total.items():
-                acc.add_(extras[CONTROL + key].double())
+                acc.add_(extras[CONTROL + key].to(acc))
         new = {k: c + total[k] / self.num_clients for k, c in self.control.items()}
         if all(bool(torch.isfinite(v).all()) for v in new.values()):
             self.control = new
