@@ -209,14 +209,12 @@ def _check_width_slicing(config: ExperimentConfig, source: str) -> None:
 
 
 def _check_control_variates(config: ExperimentConfig, source: str) -> None:
-    """SCAFFOLD (`fusion.control_variates = "scaffold"`) runs on the embedded engine, without
-    privacy and without width-sliced tiers (docs/FUSION.md says why)."""
+    """SCAFFOLD (`fusion.control_variates = "scaffold"`) runs without privacy and without
+    width-sliced tiers (docs/FUSION.md says why)."""
     if config.fusion.control_variates == "none":
         return
     sliced = [t.name for t in config.fleet.resolved_tiers() if t.width < 1]
     problems = {
-        "experiment.engine": (config.experiment.engine != "embedded",
-                              f"is '{config.experiment.engine}'; the Flower engines keep no client state yet, use 'embedded'"),
         "privacy.mode": (config.privacy.enabled,
                          f"is '{config.privacy.mode}'; the control variates are neither clipped nor noised, so no DP guarantee would hold"),
         "fleet.tiers": (bool(sliced), f"has tier '{sliced[0] if sliced else ''}' of width < 1; control variates "

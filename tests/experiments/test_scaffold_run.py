@@ -101,7 +101,6 @@ def test_resume_is_bitwise_with_control_variates_and_client_states(runs, tmp_pat
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    (['experiment.engine="flower-sim"'], "experiment.engine is 'flower-sim'"),
     (['privacy.mode="local"', 'fusion.weighting="uniform"'], "privacy.mode is 'local'"),
     (['fleet.tiers=[{name="half", share=1.0, width=0.5}]', 'fusion.aggregator="heterofl"'], "fleet.tiers has tier 'half' of width < 1"),
 ])

@@ -67,8 +67,9 @@ class FusionConfig(BaseModel):
         "none",
         description="'scaffold': SCAFFOLD (Karimireddy et al., ICML 2020, option II) around the "
         "chosen rule: clients correct their gradients with control variates, which travel with "
-        "the model and the updates (counted in bytes). Embedded engine only; not with privacy "
-        "or width-sliced tiers. See docs/FUSION.md.",
+        "the model and the updates (counted in bytes); each client's own control variate is kept "
+        "in the run's client-state store (Flower: on its node). Not with privacy or width-sliced "
+        "tiers. See docs/FUSION.md.",
     )
     max_norm_factor: float | None = Field(
         10.0,
