@@ -12,7 +12,7 @@ import os
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import pydantic
 import tomli_w
@@ -35,7 +35,7 @@ def usable_cores() -> int:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
     renamed: ClassVar[dict[str, str]] = {}
     """Old key -> new key, old names still accepted (`deqfl.aliases`)."""
 
@@ -47,7 +47,7 @@ class _Section(BaseModel):
 
 class ExperimentSection(_Section):
     name: str = Field("default", description="A label for the run, kept in the results.")
-    seed: int = Field(0, ge=0, description="Seed of every random choice of the run.")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="Seed of every random choice of the run (0 to 2^63 - 1).")
     rounds: int = Field(20, gt=0, description="Federated rounds.")
     engine: Literal["embedded", "flower-sim", "flower"] = Field(
         "embedded",
@@ -56,6 +56,7 @@ class ExperimentSection(_Section):
     )
     threads: int = Field(1, gt=0, description="torch intra-op threads, fixed for determinism. 1 is the default: the models' small convolutions gain little from a second thread, and two threads slow down by an order of magnitude when anything else runs on a 2-core machine.")
     checkpoint_every: int = Field(1, ge=0, description="Checkpoint every N rounds (0: never).")
+    tensorboard: bool = Field(False, description="Write TensorBoard event files of every round metric to RUN_DIR/tensorboard (`tensorboard --logdir RUN_DIR/tensorboard`); needs `pip install 'deqfl[tracking]'`.")
     workers: int | None = Field(
         None, gt=0,
         description="engine=embedded: worker processes that train a round's clients in parallel (started once per run), "
@@ -112,7 +113,7 @@ class SamplingSection(_Section):
 class EvaluationSection(_Section):
     renamed: ClassVar[dict[str, str]] = {"anytime_budgets": "anytime_forward_caps"}
     anytime_every: int = Field(5, ge=0, description="Anytime curve every N rounds (and at the end; 0: only at the end).")
-    anytime_forward_caps: list[int] = renamed_field("anytime_forward_caps", "anytime_budgets", [1, 2, 4, 8, 16, 32], description="Forward caps of the anytime curve (old name, still accepted: anytime_budgets).")
+    anytime_forward_caps: list[Annotated[int, Field(gt=0)]] = renamed_field("anytime_forward_caps", "anytime_budgets", [1, 2, 4, 8, 16, 32], min_length=1, description="Forward caps of the anytime curve, each > 0 (old name, still accepted: anytime_budgets).")
     batch_size: int = Field(500, gt=0, description="Evaluation batch size.")
 
 

@@ -28,6 +28,7 @@ from deqfl.engines.spec import ModelSpec
 from deqfl.errors import ConfigError, DeqflError, RunFailed
 from deqfl.experiments import results as rf
 from deqfl.experiments.config import ExperimentConfig, validate_config
+from deqfl.experiments.tracking import TENSORBOARD_DIR, TensorBoardLog, require_tensorboard
 from deqfl.fl import privacy as dp
 from deqfl.fl.attacks import malicious_clients
 from deqfl.fl.checkpoint import (
@@ -192,7 +193,7 @@ def _client_accuracy(record: RoundRecord) -> dict[str, float | None]:
     return {"mean": float(np.mean(values)), "p10": float(np.percentile(values, 10))}
 
 
-RUN_LOCATION_KEYS = {"data": {"data_dir", "cache_dir"}, "experiment": {"workers"}}
+RUN_LOCATION_KEYS = {"data": {"data_dir", "cache_dir"}, "experiment": {"workers", "tensorboard"}}
 """Config keys that say where files are or how many processes compute, not what the run
 computes (its results are bitwise the same for any worker count): a run moved to another
 data directory, or resumed with another number of workers, is the same run, so they are
@@ -211,6 +212,8 @@ def prepare_run_dir(out_dir: Path, config: ExperimentConfig, resume: bool) -> No
     run's files: a `config.toml` with other settings, or checkpoints without a
     `config.toml`. A new run (not `resume`) also refuses a directory holding rounds or
     checkpoints of its own config: those are resumed, never silently restarted over."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file, not a folder; choose a folder for the run's files")
     metrics = out_dir / "metrics.jsonl"
     if not resume and metrics.exists() and rf.read_jsonl(metrics):
         raise ConfigError(
@@ -311,9 +314,25 @@ def run_rounds(
     """The run itself, with its clients on the engine `engine_factory` builds: where every
     engine's launcher ends (in this process, or in a Flower ServerApp's). Every decision
     stays here and in `deqfl.fl`, so engines differ only in transport."""
+    if config.experiment.tensorboard:
+        require_tensorboard()
     prepare_run_dir(out_dir, config, resume)
-    with _run_log(out_dir), contextlib.ExitStack() as engine_closer:
-        return _run(config, out_dir, resume, on_round, stop_after, _closing(engine_closer, engine_factory))
+    with _run_log(out_dir), contextlib.ExitStack() as closer:
+        if config.experiment.tensorboard:
+            tracker = closer.enter_context(contextlib.closing(TensorBoardLog(out_dir / TENSORBOARD_DIR)))
+            on_round = _both(tracker, on_round)
+        return _run(config, out_dir, resume, on_round, stop_after, _closing(closer, engine_factory))
+
+
+def _both(first: RoundCallback, second: RoundCallback | None) -> RoundCallback:
+    """A round callback calling `first`, then `second` if given."""
+
+    def call(row: dict[str, Any]) -> None:
+        first(row)
+        if second is not None:
+            second(row)
+
+    return call
 
 
 def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[str, Any]:
@@ -438,6 +457,7 @@ def finish(fed: Federation, out_dir: Path, state: dict[str, torch.Tensor], wall:
         "global_residual": final["global_residual"],
         "tier_accuracy": final["tier_accuracy"],
         "anytime": anytime,
+        "skipped_rounds": sum(1 for r in records if r["skipped"]),
         "bytes_up": sum(r["bytes_up"] for r in records),
         "bytes_down": sum(r["bytes_down"] for r in records),
         "simulated_seconds": sum(r["simulated_seconds"] for r in records),
