@@ -69,7 +69,7 @@ class ScaffoldFusion:
         result = self.inner.fuse(global_state, updates, ctx)
         if result.skipped:
             return result
-        by_client = {u.client_id: u for u in updates}
+        by_client = {u.client_id: u for u in updates if isinstance(u, ClientUpdate)}
         total = {k: torch.zeros_like(c) for k, c in self.control.items()}
         for cid in result.accepted:
             extras = by_client[cid].extras
