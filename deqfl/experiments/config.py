@@ -184,6 +184,7 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> ExperimentCo
         raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines)) from None
     _check_reliability(config, source)
     _check_width_slicing(config, source)
+    _check_control_variates(config, source)
     _check_model_options(config, source)
     return config
 
@@ -211,6 +212,25 @@ def _check_width_slicing(config: ExperimentConfig, source: str) -> None:
             f"needs fusion.aggregator = {choices}, which averages each entry over the clients that trained it; "
             f"got '{config.fusion.aggregator}'"
         )
+
+
+def _check_control_variates(config: ExperimentConfig, source: str) -> None:
+    """SCAFFOLD (`fusion.control_variates = "scaffold"`) runs without privacy and without
+    width-sliced tiers (docs/FUSION.md says why)."""
+    if config.fusion.control_variates == "none":
+        return
+    sliced = [t.name for t in config.fleet.resolved_tiers() if t.width < 1]
+    problems = {
+        "privacy.mode": (config.privacy.enabled,
+                         f"is '{config.privacy.mode}'; the control variates are neither clipped nor noised, so no DP guarantee would hold"),
+        "fleet.tiers": (bool(sliced), f"has tier '{sliced[0] if sliced else ''}' of width < 1; control variates "
+                        "of width-sliced sub-models are not defined"),
+    }
+    for key, (bad, why) in problems.items():
+        if bad:
+            raise ConfigError(
+                f"invalid {source}:\n  fusion.control_variates = 'scaffold' is not supported when {key} {why}"
+            )
 
 
 def _check_reliability(config: ExperimentConfig, source: str) -> None:

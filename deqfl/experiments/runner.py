@@ -150,6 +150,7 @@ def _settings(fed: Federation) -> RoundSettings:
         sub_shapes={width: sub_shapes(sub) for width, sub in fed.sub_models.items()},
         deq_model=find_deq(fed.model) is not None,
         jacobian_probes=getattr(find_deq(fed.model), "jac_reg_samples", 0),
+        control_variates=c.fusion.control_variates,
     )
 
 
@@ -340,7 +341,8 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
     fed = build_federation(config)
     privacy = config.privacy if config.privacy.enabled else None
     eligible = eligible_clients(fed.tiers, config.sampling.rule, config.sampling.min_forward_cap)
-    fusion = make_fusion(config.fusion, privacy, config.sampling.fraction * len(eligible), config.experiment.seed)
+    fusion = make_fusion(config.fusion, privacy, config.sampling.fraction * len(eligible), config.experiment.seed,
+                         num_clients=config.data.num_clients)
     settings = _settings(fed)
     engine = engine_factory(fed)
     state = federated_state(fed.model)
@@ -364,7 +366,7 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
     last = rounds if stop_after is None else min(rounds, stop_after)
     for round_number in range(first_round, last + 1):
         round_start = time.perf_counter()
-        outcome = _guarded_round(round_number, state, fed, settings, engine, fusion, out_dir)
+        outcome = _guarded_round(round_number, state, fed, settings, engine, fusion, out_dir, client_state)
         state = outcome.state
         train_seconds = time.perf_counter() - round_start
         load_federated_state(fed.model, state)
@@ -395,12 +397,12 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
     return finish(fed, out_dir, state, wall_before + time.perf_counter() - started)
 
 
-def _guarded_round(round_number, state, fed: Federation, settings, engine, fusion, out_dir: Path):
+def _guarded_round(round_number, state, fed: Federation, settings, engine, fusion, out_dir: Path, client_state):
     """`run_round`, with an unexpected error (a bug: client failures are rejections, bad
     input fails before the first round) turned into `RunFailed`: a clear message naming the
     round and the last checkpoint, the traceback in run.log."""
     try:
-        return run_round(round_number, state, fed.clients, fed.tiers, settings, engine, fusion)
+        return run_round(round_number, state, fed.clients, fed.tiers, settings, engine, fusion, client_state)
     except DeqflError:
         raise
     except Exception as exc:
