@@ -85,6 +85,7 @@ def build_federation(config: ExperimentConfig) -> Federation:
     torch.set_num_threads(exp.threads)
     dataset = load_dataset(data.dataset, data_dir=data.data_dir, cache_dir=data.cache_dir)
     clients = client_partition(config, dataset)
+    _check_training_rows(clients, data.holdout_fraction)
     tiers = assign_tiers(data.num_clients, config.fleet.resolved_tiers(), exp.seed)
     torch.manual_seed(exp.seed)
     model = build_model(
@@ -111,6 +112,19 @@ def build_federation(config: ExperimentConfig) -> Federation:
         config, dataset, clients, tiers, reference_tier(config.fleet.resolved_tiers()), model,
         x_eval, y_eval, x_test, y_test, sub_models,
     )
+
+
+def _check_training_rows(clients: list[ClientData], holdout_fraction: float) -> None:
+    """ConfigError when the hold-out share leaves some client no training row (it could
+    not train: every round would go without it, or be skipped)."""
+    empty = [c.client_id for c in clients if len(c.train_indices) == 0]
+    if empty:
+        sizes = sorted(len(c.train_indices) + len(c.holdout_indices) for c in clients)
+        raise ConfigError(
+            f"data.holdout_fraction = {holdout_fraction:g} leaves {len(empty)} client(s) without training rows "
+            f"(e.g. client {empty[0]}; clients hold {sizes[0]} to {sizes[-1]} rows): lower data.holdout_fraction, "
+            "use fewer clients (data.num_clients) or more rows (data.train_subset)"
+        )
 
 
 def client_partition(config: ExperimentConfig, dataset: DatasetArrays) -> list[ClientData]:
