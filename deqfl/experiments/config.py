@@ -35,6 +35,11 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest float32: client hyperparameters multiply float32 tensors, so a larger one
+cannot even be stored in the optimiser."""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
     renamed: ClassVar[dict[str, str]] = {}
@@ -108,11 +113,11 @@ class ModelSection(_Section):
 
 
 class TrainSection(_Section):
-    lr: float = Field(0.05, gt=0, description="Client SGD learning rate.")
+    lr: float = Field(0.05, gt=0, le=FLOAT32_MAX, description="Client SGD learning rate (a float32: at most 3.4e38).")
     momentum: float = Field(0.9, ge=0, lt=1, description="Client SGD momentum.")
-    weight_decay: float = Field(0.0, ge=0, description="Client SGD weight decay.")
+    weight_decay: float = Field(0.0, ge=0, le=FLOAT32_MAX, description="Client SGD weight decay (at most 3.4e38).")
     batch_size: int = Field(32, gt=0, description="Client batch size (a tier may override).")
-    proximal_mu: float = Field(0.0, ge=0, description="FedProx proximal term mu (0: plain local SGD).")
+    proximal_mu: float = Field(0.0, ge=0, le=FLOAT32_MAX, description="FedProx proximal term mu (0: plain local SGD; at most 3.4e38).")
     residual_samples: int = Field(256, gt=0, description="Own samples on which a client measures its residual r_k.")
 
 
@@ -195,6 +200,7 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> ExperimentCo
         raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines)) from None
     _check_reliability(config, source)
     _check_width_slicing(config, source)
+    _check_control_variates(config, source)
     _check_model_options(config, source)
     return config
 
@@ -222,6 +228,25 @@ def _check_width_slicing(config: ExperimentConfig, source: str) -> None:
             f"needs fusion.aggregator = {choices}, which averages each entry over the clients that trained it; "
             f"got '{config.fusion.aggregator}'"
         )
+
+
+def _check_control_variates(config: ExperimentConfig, source: str) -> None:
+    """SCAFFOLD (`fusion.control_variates = "scaffold"`) runs without privacy and without
+    width-sliced tiers (docs/FUSION.md says why)."""
+    if config.fusion.control_variates == "none":
+        return
+    sliced = [t.name for t in config.fleet.resolved_tiers() if t.width < 1]
+    problems = {
+        "privacy.mode": (config.privacy.enabled,
+                         f"is '{config.privacy.mode}'; the control variates are neither clipped nor noised, so no DP guarantee would hold"),
+        "fleet.tiers": (bool(sliced), f"has tier '{sliced[0] if sliced else ''}' of width < 1; control variates "
+                        "of width-sliced sub-models are not defined"),
+    }
+    for key, (bad, why) in problems.items():
+        if bad:
+            raise ConfigError(
+                f"invalid {source}:\n  fusion.control_variates = 'scaffold' is not supported when {key} {why}"
+            )
 
 
 def _check_reliability(config: ExperimentConfig, source: str) -> None:

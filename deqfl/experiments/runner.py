@@ -90,6 +90,7 @@ def build_federation(config: ExperimentConfig) -> Federation:
     device = prepare_device(exp.device)  # CUDA asked for where there is none fails before any data loads
     dataset = load_dataset(data.dataset, data_dir=data.data_dir, cache_dir=data.cache_dir)
     clients = client_partition(config, dataset)
+    _check_training_rows(clients, data.holdout_fraction)
     tiers = assign_tiers(data.num_clients, config.fleet.resolved_tiers(), exp.seed)
     torch.manual_seed(exp.seed)
     with torch.device("cpu"):  # built from the CPU generator, so every device starts from the same values
@@ -118,6 +119,19 @@ def build_federation(config: ExperimentConfig) -> Federation:
         config, device, dataset, clients, tiers, reference_tier(config.fleet.resolved_tiers()), model,
         x_eval, y_eval, x_test, y_test, sub_models,
     )
+
+
+def _check_training_rows(clients: list[ClientData], holdout_fraction: float) -> None:
+    """ConfigError when the hold-out share leaves some client no training row (it could
+    not train: every round would go without it, or be skipped)."""
+    empty = [c.client_id for c in clients if len(c.train_indices) == 0]
+    if empty:
+        sizes = sorted(len(c.train_indices) + len(c.holdout_indices) for c in clients)
+        raise ConfigError(
+            f"data.holdout_fraction = {holdout_fraction:g} leaves {len(empty)} client(s) without training rows "
+            f"(e.g. client {empty[0]}; clients hold {sizes[0]} to {sizes[-1]} rows): lower data.holdout_fraction, "
+            "use fewer clients (data.num_clients) or more rows (data.train_subset)"
+        )
 
 
 def client_partition(config: ExperimentConfig, dataset: DatasetArrays) -> list[ClientData]:
@@ -157,6 +171,7 @@ def _settings(fed: Federation) -> RoundSettings:
         sub_shapes={width: sub_shapes(sub) for width, sub in fed.sub_models.items()},
         deq_model=find_deq(fed.model) is not None,
         jacobian_probes=getattr(find_deq(fed.model), "jac_reg_samples", 0),
+        control_variates=c.fusion.control_variates,
     )
 
 
@@ -350,7 +365,8 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
     fed = build_federation(config)
     privacy = config.privacy if config.privacy.enabled else None
     eligible = eligible_clients(fed.tiers, config.sampling.rule, config.sampling.min_forward_cap)
-    fusion = make_fusion(config.fusion, privacy, config.sampling.fraction * len(eligible), config.experiment.seed)
+    fusion = make_fusion(config.fusion, privacy, config.sampling.fraction * len(eligible), config.experiment.seed,
+                         num_clients=config.data.num_clients)
     settings = _settings(fed)
     engine = engine_factory(fed)
     state = federated_state(fed.model)
@@ -374,7 +390,7 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
     last = rounds if stop_after is None else min(rounds, stop_after)
     for round_number in range(first_round, last + 1):
         round_start = time.perf_counter()
-        outcome = _guarded_round(round_number, state, fed, settings, engine, fusion, out_dir)
+        outcome = _guarded_round(round_number, state, fed, settings, engine, fusion, out_dir, client_state)
         state = outcome.state
         train_seconds = time.perf_counter() - round_start
         load_federated_state(fed.model, state)
@@ -409,12 +425,12 @@ def _on(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, tor
     return {k: v.to(device) for k, v in tensors.items()}
 
 
-def _guarded_round(round_number, state, fed: Federation, settings, engine, fusion, out_dir: Path):
+def _guarded_round(round_number, state, fed: Federation, settings, engine, fusion, out_dir: Path, client_state):
     """`run_round`, with an unexpected error (a bug: client failures are rejections, bad
     input fails before the first round) turned into `RunFailed`: a clear message naming the
     round and the last checkpoint, the traceback in run.log."""
     try:
-        return run_round(round_number, state, fed.clients, fed.tiers, settings, engine, fusion)
+        return run_round(round_number, state, fed.clients, fed.tiers, settings, engine, fusion, client_state)
     except DeqflError:
         raise
     except Exception as exc:

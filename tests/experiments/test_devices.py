@@ -48,6 +48,7 @@ SCENARIOS = {
         "fleet.tiers=[{name='a', share=0.5, backward='unrolled'}, {name='b', share=0.5, backward='ift'}]",
         "attack.kind=inject-nan", "attack.clients=[0]", "fusion.aggregator=krum",
     ],
+    "scaffold-fedavgm": ["experiment.rounds=2", "fusion.control_variates=scaffold", "fusion.server_optimizer=fedavgm"],
     "heterofl-width": ["model.name=cnn-small", HALF_WIDTH, "fusion.weighting=examples", "fusion.aggregator=heterofl"],
 }
 MEASURED = {"wall_seconds", "train_seconds", "eval_seconds", "compute_seconds", "commit", "versions"}
@@ -142,7 +143,8 @@ def test_every_tensor_of_a_round_is_placed_on_the_run_device(tmp_path, scenario)
 def test_device_is_not_part_of_the_run_identity_and_a_run_resumes_on_another_device(tmp_path):
     """A run checkpointed on one device resumes on another (here cpu -> auto, both the CPU
     without CUDA), loading its checkpoint back onto the device, under a meta default."""
-    two = ["experiment.rounds=2", "fusion.weighting=uniform", "fusion.server_optimizer=fedadam"]
+    two = ["experiment.rounds=2", "fusion.weighting=uniform", "fusion.server_optimizer=fedadam",
+           "fusion.control_variates=scaffold"]
     on_cpu, on_auto = _config(tmp_path, [*two, "experiment.device=cpu"]), _config(tmp_path, [*two, "experiment.device=auto"])
     assert run_config_hash(on_cpu) == run_config_hash(on_auto)
     straight = _result(tmp_path / "straight", run_experiment(on_auto, tmp_path / "straight"))

@@ -251,3 +251,13 @@ def test_a_broken_model_json_is_a_clear_error(two_runs, tmp_path, capsys, comman
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("deqfl: error:") and "model.json" in err and "Traceback" not in err
+
+
+def test_a_holdout_share_that_leaves_clients_without_training_rows_is_refused(tmp_path):
+    config = load_config(None, SMALL + [
+        "data.train_subset=600", "data.num_clients=300", "data.partition=iid", "data.holdout_fraction=0.9",
+        f"data.cache_dir={json.dumps(str(tmp_path / 'cache'))}",
+    ])
+    with pytest.raises(ConfigError, match=r"data.holdout_fraction = 0.9 leaves \d+ client\(s\) without training rows"):
+        run_experiment(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
