@@ -44,11 +44,12 @@ def legacy_owners(reserved: set[str]) -> dict[str, tuple[str, str, type[RuleOpti
 
 
 def _problems(exc: ValidationError, table: str) -> str:
-    """One line per error, each naming `table.<key>`."""
+    """The errors of one options table, each naming `table.<key>` and the value given."""
     lines = []
     for err in exc.errors():
         key = ".".join([table, *(str(p) for p in err["loc"])])
-        lines.append(f"{key}: {'unknown option' if err['type'] == 'extra_forbidden' else err['msg']}")
+        problem = "unknown option" if err["type"] == "extra_forbidden" else f"{err['msg']} (got {err['input']!r})"
+        lines.append(f"{key}: {problem}")
     return "; ".join(lines)
 
 
@@ -73,7 +74,7 @@ def fold_legacy_keys(data: Mapping[str, Any], defaults: Mapping[str, str], reser
             model.model_validate({option: value})
         except ValidationError as exc:
             problems = _problems(exc, f"fusion.{old}").replace(f"fusion.{old}.{option}", f"fusion.{old}")
-            raise ValueError(f"{problems} (old name of {kind}_options.{option} of {kind} '{owner}')") from None
+            raise ValueError(f"{problems}; it is the old name of {kind}_options.{option} ({kind} '{owner}')") from None
         chosen = _chosen(out, kind, defaults)
         target = REGISTRIES[kind].options(chosen).legacy_keys.get(old) if chosen else None
         table = out.get(f"{kind}_options", {})
