@@ -31,13 +31,13 @@ def eval_command(args: argparse.Namespace) -> int:
 
     from deqfl.data import load_dataset  # noqa: PLC0415
     from deqfl.errors import ConfigError  # noqa: PLC0415
-    from deqfl.experiments.model_io import load_saved_model  # noqa: PLC0415
+    from deqfl.experiments.model_io import load_saved_model, read_model_meta  # noqa: PLC0415
     from deqfl.fl.evaluation import evaluate  # noqa: PLC0415
 
     meta_path = args.run_dir / "model.json"
     if not meta_path.exists():
         raise ConfigError(f"{args.run_dir} holds no final model ({meta_path.name} is missing)")
-    meta = json.loads(meta_path.read_text())
+    meta = read_model_meta(args.run_dir)
     dataset = load_dataset(args.dataset or meta["dataset"], data_dir=args.data_dir or meta.get("data_dir"))
     saved = load_saved_model(args.run_dir, dataset.input_shape, dataset.num_classes)
     x, y = dataset.normalise(dataset.x_test), torch.as_tensor(dataset.y_test)

@@ -150,10 +150,10 @@ def process_tree_memory_mb(pids: list[int]) -> dict[str, float]:
         seen.update(_children(pid))
     totals = {"rss": 0, "pss": 0}
     for pid in seen:
-        for path, key, field in ((f"/proc/{pid}/status", "rss", "VmRSS:"), (f"/proc/{pid}/smaps_rollup", "pss", "Pss:")):
+        for path, key, prefix in ((f"/proc/{pid}/status", "rss", "VmRSS:"), (f"/proc/{pid}/smaps_rollup", "pss", "Pss:")):
             try:
                 with open(path) as f:
-                    totals[key] += next((int(line.split()[1]) for line in f if line.startswith(field)), 0)
+                    totals[key] += next((int(line.split()[1]) for line in f if line.startswith(prefix)), 0)
             except OSError:
                 continue
     return {key: kib / 1024 for key, kib in totals.items()}

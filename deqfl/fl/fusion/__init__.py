@@ -1,5 +1,6 @@
 """Server-side fusion of client updates: a weighting, an aggregator and a server
-optimiser behind `Fusion`; central DP wraps it (`CentralDPFusion`).
+optimiser behind `Fusion`; central DP wraps it (`CentralDPFusion`), and so does SCAFFOLD
+(`ScaffoldFusion`, `fusion.control_variates = "scaffold"`).
 
     from deqfl.fl.fusion import FusionConfig, make_fusion
     fusion = make_fusion(FusionConfig(weighting="quality", aggregator="mean"), None, 0.0, seed)
@@ -27,6 +28,7 @@ from deqfl.fl.fusion import aggregator, optimizer, weighting  # noqa: F401  (reg
 from deqfl.fl.fusion.optimizer.base import OptimizerOptions, ServerOptimizer, Step
 from deqfl.fl.fusion.fusion import Combined, Fusion, FusionResult
 from deqfl.fl.fusion.central_dp import CentralDPFusion, make_fusion
+from deqfl.fl.fusion.scaffold import ScaffoldFusion
 from deqfl.fl.update import ClientUpdate, FusionContext
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "FusionResult",
     "OptimizerOptions",
     "RuleOptions",
+    "ScaffoldFusion",
     "ServerOptimizer",
     "Step",
     "Weighting",

@@ -7,7 +7,7 @@ model (`deqfl.fl.fusion.options`; old flat keys such as `fusion.quality` still a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -76,6 +76,14 @@ class FusionConfig(BaseModel):
         description="Parameters of the chosen server optimiser, checked by its own model "
         "(docs/FUSION.md): fedavgm lr, momentum; fedadam lr, beta_1, beta_2, tau, "
         "bias_correction; fedyogi lr, beta_1, beta_2, tau; fedadagrad lr, beta_1, tau; sgd none.",
+    )
+    control_variates: Literal["none", "scaffold"] = Field(
+        "none",
+        description="'scaffold': SCAFFOLD (Karimireddy et al., ICML 2020, option II) around the "
+        "chosen rule: clients correct their gradients with control variates, which travel with "
+        "the model and the updates (counted in bytes); each client's own control variate is kept "
+        "in the run's client-state store (Flower: on its node). Not with privacy or width-sliced "
+        "tiers. See docs/FUSION.md.",
     )
     max_norm_factor: float | None = Field(
         10.0,
