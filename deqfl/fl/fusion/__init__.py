@@ -10,11 +10,13 @@ optimiser behind `Fusion`; central DP wraps it (`CentralDPFusion`), and so does 
 Built-in weightings: examples, uniform, quality (q from residual, budget or loss).
 Built-in aggregators: mean, fednova, heterofl, median, trimmed-mean, krum, multi-krum.
 Built-in server optimisers: sgd, fedavgm, fedadam, fedyogi, fedadagrad.
-Add your own with `register_weighting` / `register_aggregator` /
-`register_server_optimizer`; docs/FUSION.md says which combinations are allowed.
+Each entry takes its own typed options (`RuleOptions` models; `fusion.weighting_options`,
+`fusion.aggregator_options`, `fusion.server_optimizer_options`). Add your own with
+`register_weighting` / `register_aggregator` / `register_server_optimizer`;
+docs/FUSION.md lists the options and says which combinations are allowed.
 """
 
-from deqfl.fl.fusion.base import Aggregate, Aggregator, Weighting, Weights
+from deqfl.fl.fusion.base import Aggregate, Aggregator, RuleOptions, Weighting, Weights
 from deqfl.fl.fusion.registry import (
     Capabilities,
     register_aggregator,
@@ -41,6 +43,7 @@ __all__ = [
     "FusionContext",
     "FusionResult",
     "OptimizerOptions",
+    "RuleOptions",
     "ScaffoldFusion",
     "ServerOptimizer",
     "Step",
