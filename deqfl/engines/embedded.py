@@ -13,6 +13,10 @@ worker rebuilds the model from `model_spec` and maps the data set's arrays; memo
 with the workers, not with the registered clients. Close the engine at the end of the run
 (`close()`, or use it as a context manager): that stops the workers.
 
+`evaluate_many(state, rows, requests)` evaluates the global model for the server
+(`deqfl.engines.eval_runner`): on the workers when there are several, whole requests in
+parallel; the results are bitwise the same either way.
+
 Failures: a declared `ClientFailure` (an injected crash, a payload that does not decode)
 becomes an error reply (listed under `rejected`); any other exception inside a client is a
 programming error and leaves `run_clients` as `UnexpectedClientError`, which stops the run
@@ -25,14 +29,19 @@ import logging
 import traceback
 from typing import Self
 
+import numpy as np
+import torch
 from torch import nn
 
 from deqfl.data import DatasetArrays
 from deqfl.engines.client_runner import ClientRunner
+from deqfl.engines.eval_runner import EvalRequest, EvalRunner
 from deqfl.engines.pool import WorkerPool
 from deqfl.engines.spec import ModelSpec
 from deqfl.errors import UnexpectedClientError
+from deqfl.fl.evaluation import EvalResult
 from deqfl.fl.server import ClientJob, ClientReply
+from deqfl.fl.transport import encode_state
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +59,7 @@ class EmbeddedEngine:
         if workers > 1 and model_spec is None:
             raise ValueError("an embedded engine with workers > 1 needs the model_spec to rebuild the model")
         self._runner = ClientRunner(model, dataset, transport_dtype)
+        self._evaluator = EvalRunner(model, dataset)
         self._pool = (
             WorkerPool(model_spec, dataset, workers, transport_dtype, threads) if workers > 1 else None
         )
@@ -57,6 +67,16 @@ class EmbeddedEngine:
     def run_clients(self, jobs: list[ClientJob], download: bytes) -> list[ClientReply]:
         replies = self._pool.run(jobs, download) if self._pool is not None else [self._run_here(j, download) for j in jobs]
         return [self._logged(reply) for reply in replies]
+
+    def evaluate_many(
+        self, state: dict[str, torch.Tensor], rows: np.ndarray | None, requests: list[EvalRequest]
+    ) -> list[EvalResult]:
+        """One result per request, in request order: `EvalRunner.run` of `state` on the test
+        rows `rows` (None: all), in this process or on the workers."""
+        payload = encode_state(state)  # float32: the exact global state
+        if self._pool is not None:
+            return self._pool.evaluate(payload, rows, requests)
+        return [self._evaluator.run(payload, rows, request) for request in requests]
 
     def _run_here(self, job: ClientJob, download: bytes) -> ClientReply:
         try:

@@ -49,9 +49,3 @@ def evaluate(
         residual=residual_sum / n if deq is not None else None,
     )
 
-
-def anytime_curve(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, budgets: list[int], tol: float, batch_size: int
-) -> dict[int, float]:
-    """Accuracy at each forward budget (the same tolerance throughout)."""
-    return {b: evaluate(model, x, y, b, tol, batch_size).accuracy for b in budgets}
