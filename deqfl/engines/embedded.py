@@ -14,8 +14,9 @@ with the workers, not with the registered clients. Close the engine at the end o
 (`close()`, or use it as a context manager): that stops the workers.
 
 `evaluate_many(state, rows, requests)` evaluates the global model for the server
-(`deqfl.engines.eval_runner`): on the workers when there are several, whole requests in
-parallel; the results are bitwise the same either way.
+(`deqfl.engines.eval_runner`): with several workers, each request is cut at batch
+boundaries into one piece per worker and the pieces run in parallel; the results are
+bitwise those of one in-process `evaluate` call per request.
 
 Failures: a declared `ClientFailure` (an injected crash, a payload that does not decode)
 becomes an error reply (listed under `rejected`); any other exception inside a client is a
@@ -25,7 +26,9 @@ programming error and leaves `run_clients` as `UnexpectedClientError`, which sto
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 import traceback
 from typing import Self
 
@@ -35,7 +38,7 @@ from torch import nn
 
 from deqfl.data import DatasetArrays
 from deqfl.engines.client_runner import ClientRunner
-from deqfl.engines.eval_runner import EvalRequest, EvalRunner
+from deqfl.engines.eval_runner import EvalRequest, EvalRunner, split_rows
 from deqfl.engines.pool import WorkerPool
 from deqfl.engines.spec import ModelSpec
 from deqfl.errors import UnexpectedClientError
@@ -60,6 +63,8 @@ class EmbeddedEngine:
             raise ValueError("an embedded engine with workers > 1 needs the model_spec to rebuild the model")
         self._runner = ClientRunner(model, dataset, transport_dtype)
         self._evaluator = EvalRunner(model, dataset)
+        self._test_rows = len(dataset.y_test)
+        self._workers = workers
         self._pool = (
             WorkerPool(model_spec, dataset, workers, transport_dtype, threads) if workers > 1 else None
         )
@@ -71,12 +76,17 @@ class EmbeddedEngine:
     def evaluate_many(
         self, state: dict[str, torch.Tensor], rows: np.ndarray | None, requests: list[EvalRequest]
     ) -> list[EvalResult]:
-        """One result per request, in request order: `EvalRunner.run` of `state` on the test
-        rows `rows` (None: all), in this process or on the workers."""
+        """One result per request, in request order: `evaluate` of a model holding `state`
+        (its non-federated buffers at build-time values) on the test rows `rows` (None: all)."""
         payload = encode_state(state)  # float32: the exact global state
+        rows = np.arange(self._test_rows) if rows is None else rows
+        split = [split_rows(rows, request.batch_size, self._workers) for request in requests]
+        pieces = [(request, part) for request, parts in zip(requests, split) for part in parts]
         if self._pool is not None:
-            return self._pool.evaluate(payload, rows, requests)
-        return [self._evaluator.run(payload, rows, request) for request in requests]
+            totals = iter(self._pool.evaluate(payload, pieces))
+        else:
+            totals = (self._evaluator.run(payload, part, request) for request, part in pieces)
+        return [functools.reduce(operator.add, (next(totals) for _ in parts)).result() for parts in split]
 
     def _run_here(self, job: ClientJob, download: bytes) -> ClientReply:
         try:

@@ -8,10 +8,10 @@ therefore grows with the number of workers, not with the registered clients.
 
 `run(jobs, download)` returns one `ClientReply` per job, in job order. A job that raises
 anything but a declared `ClientFailure` is re-raised here as `UnexpectedClientError`
-carrying the worker's traceback. `evaluate(payload, rows, requests)` runs the server's
-evaluation requests (`EvalRunner`, on the same model copy) and returns one `EvalResult`
-per request, in request order; a request that raises is a `RuntimeError` carrying the
-worker's traceback. A worker process that dies is a `RuntimeError`.
+carrying the worker's traceback. `evaluate(payload, pieces)` runs pieces of the server's
+evaluation requests (`EvalRunner`, on the same model copy) and returns their `EvalTotals`
+in order; a piece that raises is a `RuntimeError` carrying the worker's traceback. A
+worker process that dies is a `RuntimeError`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from deqfl.engines.eval_runner import EvalRequest, EvalRunner
 from deqfl.engines.spec import ModelSpec
 from deqfl.errors import UnexpectedClientError
 from deqfl.fl.client import local_step_count
-from deqfl.fl.evaluation import EvalResult
+from deqfl.fl.evaluation import EvalTotals
 from deqfl.fl.server import ClientJob, ClientReply
 
 
@@ -101,7 +101,7 @@ def _run_job(job: ClientJob, download: bytes) -> ClientReply | _Bug:
         return _Bug(job.data.client_id, job.task.round, traceback.format_exc())
 
 
-def _run_eval(payload: bytes, rows: np.ndarray | None, request: EvalRequest) -> EvalResult:
+def _run_eval(payload: bytes, rows: np.ndarray, request: EvalRequest) -> EvalTotals:
     assert _EVALUATOR is not None, "worker used before its initializer ran"
     try:
         return _EVALUATOR.run(payload, rows, request)
@@ -154,11 +154,11 @@ class WorkerPool:
                                             f"[in a worker process]\n{outcome.details}")
         return outcomes
 
-    def evaluate(self, payload: bytes, rows: np.ndarray | None, requests: list[EvalRequest]) -> list[EvalResult]:
-        """`EvalRunner.run(payload, rows, request)` for each request, in request order; whole
-        requests are handed out largest forward cap first."""
-        order = sorted(range(len(requests)), key=lambda i: -(requests[i].forward_cap or 0))
-        return self._results(order, lambda i: self._executor.submit(_run_eval, payload, rows, requests[i]))
+    def evaluate(self, payload: bytes, pieces: list[tuple[EvalRequest, np.ndarray]]) -> list[EvalTotals]:
+        """`EvalRunner.run(payload, rows, request)` for each piece (request, rows), in piece
+        order; handed out largest first (rows x forward cap)."""
+        order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i][1]) * (pieces[i][0].forward_cap or 1))
+        return self._results(order, lambda i: self._executor.submit(_run_eval, payload, pieces[i][1], pieces[i][0]))
 
     def _results(self, order: list[int], submit: Callable[[int], Future]) -> list:
         """Submit item i by `submit(i)` for each i of `order`; their results by index."""

@@ -10,12 +10,12 @@ import torch
 
 from deqfl.data import load_dataset
 from deqfl.engines.embedded import EmbeddedEngine
-from deqfl.engines.eval_runner import EvalRequest
+from deqfl.engines.eval_runner import EvalRequest, split_rows
 from deqfl.engines.spec import ModelSpec
 from deqfl.experiments.config import load_config
 from deqfl.experiments.results import read_jsonl
 from deqfl.experiments.runner import build_federation, embedded_engine, evaluate_global, evaluator, run_rounds
-from deqfl.fl.evaluation import evaluate
+from deqfl.fl.evaluation import evaluate, evaluate_totals
 from deqfl.models import federated_state
 
 SPEC = ModelSpec("deq-mnist", (1, 8, 8), 10, {}, seed=5)
@@ -41,7 +41,7 @@ def trained_state(digits):
     model = SPEC.build()
     optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
     x, y = digits.normalise(digits.x_train), torch.as_tensor(digits.y_train)
-    for start in range(0, 40 * 32, 32):
+    for start in range(0, 20 * 32, 32):
         loss = torch.nn.functional.cross_entropy(model(x[start:start + 32]), y[start:start + 32])
         optimiser.zero_grad()
         loss.backward()
@@ -65,11 +65,28 @@ def test_pool_evaluation_equals_in_process_evaluation(digits, trained_state, row
     assert all(r.residual is not None for r in expected) and len({r.residual for r in expected}) > 2
 
 
+@pytest.mark.parametrize(("n", "batch", "pieces"), [(150, 64, 2), (150, 50, 2), (360, 500, 2), (150, 7, 3), (10, 3, 8)])
+def test_split_rows_cuts_whole_batches_in_order(n, batch, pieces):
+    rows = np.arange(100, 100 + n)
+    parts = split_rows(rows, batch, pieces)
+    assert np.array_equal(np.concatenate(parts), rows) and 1 <= len(parts) <= pieces
+    assert all(len(p) % batch == 0 for p in parts[:-1]) and all(len(p) > 0 for p in parts)
+
+
+def test_totals_added_in_row_order_are_one_evaluate_call(digits, trained_state):
+    model = SPEC.build()
+    model.load_state_dict(trained_state, strict=False)
+    x, y = digits.normalise(digits.x_test), torch.as_tensor(digits.y_test)
+    whole = evaluate(model, x, y, 6, 1e-3, 40)
+    parts = [evaluate_totals(model, x[a:b], y[a:b], 6, 1e-3, 40) for a, b in ((0, 120), (120, 200), (200, 360))]
+    assert (parts[0] + parts[1] + parts[2]).result() == whole and whole.residual is not None
+
+
 def test_an_error_in_a_worker_evaluation_stops_with_its_traceback(digits, trained_state):
     with EmbeddedEngine(SPEC.build(), digits, workers=2, model_spec=SPEC) as pooled:
         with pytest.raises(RuntimeError, match="failed in a worker process") as info:
-            pooled.evaluate_many(trained_state, ROWS, [EvalRequest(4, 1e-3, 0)])  # batch size 0: range() refuses
-    assert "Traceback" in str(info.value) and "ValueError" in str(info.value)
+            pooled.evaluate_many(trained_state, np.array([0, 10**6]), [EvalRequest(4, 1e-3, 50)])  # no such test row
+    assert "Traceback" in str(info.value) and "IndexError" in str(info.value)
 
 
 SMALL = [
