@@ -6,7 +6,10 @@ model and fleet; by default on the first 6,000 training rows (`--train-subset 0`
 Each engine runs in a fresh process; `wall_seconds` is that process's wall time (imports,
 Ray start-up and per-message ClientApp processes included; the fleet's own start-up is
 not, as a fleet is up before runs are sent to it), `run_wall_seconds` the run's own
-`summary.json` figure. `peak_rss_mb` is the peak of the resident memory summed over every
+`summary.json` figure. `peak_pss_mb` is the peak of the proportional set size (PSS: a page
+shared by k processes counts 1/k in each, so a memory-mapped data set counts once) summed
+over every process of the engine, `peak_rss_mb` the same for resident memory (shared pages
+counted in every process); both summed over every
 process of the engine (the run's process and its descendants: Ray's workers; for the
 deployment also the SuperLink, the SuperNodes and their subprocesses), sampled every
 0.2 s. Written keyed `embedded`, `flower-sim`, `flower`, with the ratios to embedded.
@@ -50,17 +53,18 @@ def _overrides(args) -> list[str]:
 
 
 class _Sampler:
-    """Peak of the summed RSS of some process trees, sampled in a thread."""
+    """Peaks of the summed RSS and PSS of some process trees, sampled in a thread."""
 
     def __init__(self, roots):
-        self.roots, self.peak, self._stop = roots, 0.0, threading.Event()
+        self.roots, self.peak, self._stop = roots, {"rss": 0.0, "pss": 0.0}, threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        from deqfl.engines.flower.fleet import process_tree_rss_mb  # noqa: PLC0415
+        from deqfl.engines.flower.fleet import process_tree_memory_mb  # noqa: PLC0415
 
         while not self._stop.is_set():
-            self.peak = max(self.peak, process_tree_rss_mb(self.roots()))
+            now = process_tree_memory_mb(self.roots())
+            self.peak = {key: max(self.peak[key], now[key]) for key in self.peak}
             self._stop.wait(0.2)
 
     def __enter__(self):
@@ -89,7 +93,8 @@ def _measure(engine: str, overrides: list[str], work: Path, extra_roots=lambda: 
         raise RuntimeError(f"{engine} run failed (exit {code}); see {work / (engine + '.log')}")
     summary = json.loads((out / "summary.json").read_text())
     return {
-        "wall_seconds": wall, "run_wall_seconds": summary["wall_seconds"], "peak_rss_mb": sampler.peak,
+        "wall_seconds": wall, "run_wall_seconds": summary["wall_seconds"],
+        "peak_rss_mb": sampler.peak["rss"], "peak_pss_mb": sampler.peak["pss"],
         "final_accuracy": summary["final_accuracy"],
     }
 
@@ -112,13 +117,15 @@ def main(args) -> int:
     for key in ("flower-sim", "flower"):
         figures[f"{key}_wall_ratio"] = figures[key]["wall_seconds"] / figures["embedded"]["wall_seconds"]
         figures[f"{key}_rss_ratio"] = figures[key]["peak_rss_mb"] / figures["embedded"]["peak_rss_mb"]
+        figures[f"{key}_pss_ratio"] = figures[key]["peak_pss_mb"] / figures["embedded"]["peak_pss_mb"]
     table = Table(title="deqfl bench flower")
-    for col in ("engine", "wall s", "run wall s", "peak RSS MB", "wall / embedded", "final acc"):
+    for col in ("engine", "wall s", "run wall s", "peak PSS MB", "peak RSS MB", "wall / embedded", "final acc"):
         table.add_column(col, justify="right")
     for key in ("embedded", "flower-sim", "flower"):
         f = figures[key]
         ratio = f["wall_seconds"] / figures["embedded"]["wall_seconds"]
-        table.add_row(key, f"{f['wall_seconds']:.1f}", f"{f['run_wall_seconds']:.1f}", f"{f['peak_rss_mb']:.0f}",
+        table.add_row(key, f"{f['wall_seconds']:.1f}", f"{f['run_wall_seconds']:.1f}", f"{f['peak_pss_mb']:.0f}",
+                      f"{f['peak_rss_mb']:.0f}",
                       f"{ratio:.2f}x", f"{f['final_accuracy']:.4f}")
     Console().print(table)
     if args.out:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -82,6 +83,13 @@ def run_command(args: argparse.Namespace) -> int:
         summary = run_experiment(config, out_dir, resume=bool(args.resume), on_round=on_round)
     console.print(summary_table(summary))
     console.print(f"results in {out_dir}")
+    if summary["skipped_rounds"] == summary["rounds"]:
+        print(
+            f"deqfl: error: every one of the {summary['rounds']} rounds was skipped (no valid client update), so the "
+            f"model never trained; the reasons are under `rejected` in {out_dir / 'metrics.jsonl'} and in run.log",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -8,8 +8,10 @@ from (seed, round, client) and restored afterwards. Hence a client's result does
 on which clients this copy ran before, and the round is bitwise the same for any number
 of worker processes.
 
-The reply is what travels (`deqfl.fl.reply.ClientReply`: the encoded state and the
-reported fields), so the server reads it as it reads a Flower reply. A declared
+The reply is what travels (`deqfl.fl.reply.ClientReply`: the encoded state and extras,
+and the reported fields), so the server reads it as it reads a Flower reply; the client's
+state after the round (the job brings the stored one) rides along, uncounted, for the
+server's client-state store. A declared
 `ClientFailure` (injected crash, undecodable payload) becomes a reply with `error` set;
 any other exception propagates (the engine stops the run with it).
 """
@@ -24,7 +26,7 @@ from deqfl.data import DatasetArrays
 from deqfl.errors import ClientFailure
 from deqfl.fl.client import train_client
 from deqfl.fl.server import ClientJob, ClientReply
-from deqfl.fl.transport import decode_state
+from deqfl.fl.transport import decode_state, split_extras
 from deqfl.models import federated_state
 
 _GLOBAL_RNG_TAG = 0x6C0B
@@ -44,11 +46,15 @@ class ClientRunner:
     def run(self, job: ClientJob, download: bytes) -> ClientReply:
         cid = job.data.client_id
         try:
-            received = decode_state(download, like=self.reference)
+            received, extras = split_extras(decode_state(download, like=self.reference))
             self._reset_local_buffers()
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(job_seed(job))
-                update = train_client(self.model, received, job.task, self.dataset, job.data)
+                update = train_client(
+                    self.model, received, job.task, self.dataset, job.data,
+                    client_state=None if job.client_state is None else decode_state(job.client_state),
+                    server_extras=extras,
+                )
             return ClientReply.from_update(update, self.transport_dtype)
         except ClientFailure as exc:  # logged by the engine, in the run's own process
             return ClientReply.failed(cid, f"{type(exc).__name__}: {exc}")

@@ -12,7 +12,7 @@ import os
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import pydantic
 import tomli_w
@@ -34,8 +34,13 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest float32: client hyperparameters multiply float32 tensors, so a larger one
+cannot even be stored in the optimiser."""
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
     renamed: ClassVar[dict[str, str]] = {}
     """Old key -> new key, old names still accepted (`deqfl.aliases`)."""
 
@@ -47,7 +52,7 @@ class _Section(BaseModel):
 
 class ExperimentSection(_Section):
     name: str = Field("default", description="A label for the run, kept in the results.")
-    seed: int = Field(0, ge=0, description="Seed of every random choice of the run.")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="Seed of every random choice of the run (0 to 2^63 - 1).")
     rounds: int = Field(20, gt=0, description="Federated rounds.")
     engine: Literal["embedded", "flower-sim", "flower"] = Field(
         "embedded",
@@ -56,6 +61,7 @@ class ExperimentSection(_Section):
     )
     threads: int = Field(1, gt=0, description="torch intra-op threads, fixed for determinism. 1 is the default: the models' small convolutions gain little from a second thread, and two threads slow down by an order of magnitude when anything else runs on a 2-core machine.")
     checkpoint_every: int = Field(1, ge=0, description="Checkpoint every N rounds (0: never).")
+    tensorboard: bool = Field(False, description="Write TensorBoard event files of every round metric to RUN_DIR/tensorboard (`tensorboard --logdir RUN_DIR/tensorboard`); needs `pip install 'deqfl[tracking]'`.")
     workers: int | None = Field(
         None, gt=0,
         description="engine=embedded: worker processes that train a round's clients in parallel (started once per run), "
@@ -92,11 +98,11 @@ class ModelSection(_Section):
 
 
 class TrainSection(_Section):
-    lr: float = Field(0.05, gt=0, description="Client SGD learning rate.")
+    lr: float = Field(0.05, gt=0, le=FLOAT32_MAX, description="Client SGD learning rate (a float32: at most 3.4e38).")
     momentum: float = Field(0.9, ge=0, lt=1, description="Client SGD momentum.")
-    weight_decay: float = Field(0.0, ge=0, description="Client SGD weight decay.")
+    weight_decay: float = Field(0.0, ge=0, le=FLOAT32_MAX, description="Client SGD weight decay (at most 3.4e38).")
     batch_size: int = Field(32, gt=0, description="Client batch size (a tier may override).")
-    proximal_mu: float = Field(0.0, ge=0, description="FedProx proximal term mu (0: plain local SGD).")
+    proximal_mu: float = Field(0.0, ge=0, le=FLOAT32_MAX, description="FedProx proximal term mu (0: plain local SGD; at most 3.4e38).")
     residual_samples: int = Field(256, gt=0, description="Own samples on which a client measures its residual r_k.")
 
 
@@ -112,7 +118,7 @@ class SamplingSection(_Section):
 class EvaluationSection(_Section):
     renamed: ClassVar[dict[str, str]] = {"anytime_budgets": "anytime_forward_caps"}
     anytime_every: int = Field(5, ge=0, description="Anytime curve every N rounds (and at the end; 0: only at the end).")
-    anytime_forward_caps: list[int] = renamed_field("anytime_forward_caps", "anytime_budgets", [1, 2, 4, 8, 16, 32], description="Forward caps of the anytime curve (old name, still accepted: anytime_budgets).")
+    anytime_forward_caps: list[Annotated[int, Field(gt=0)]] = renamed_field("anytime_forward_caps", "anytime_budgets", [1, 2, 4, 8, 16, 32], min_length=1, description="Forward caps of the anytime curve, each > 0 (old name, still accepted: anytime_budgets).")
     batch_size: int = Field(500, gt=0, description="Evaluation batch size.")
 
 
@@ -178,6 +184,7 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> ExperimentCo
         raise ConfigError(f"invalid {source}:\n  " + "\n  ".join(lines)) from None
     _check_reliability(config, source)
     _check_width_slicing(config, source)
+    _check_control_variates(config, source)
     _check_model_options(config, source)
     return config
 
@@ -205,6 +212,25 @@ def _check_width_slicing(config: ExperimentConfig, source: str) -> None:
             f"needs fusion.aggregator = {choices}, which averages each entry over the clients that trained it; "
             f"got '{config.fusion.aggregator}'"
         )
+
+
+def _check_control_variates(config: ExperimentConfig, source: str) -> None:
+    """SCAFFOLD (`fusion.control_variates = "scaffold"`) runs without privacy and without
+    width-sliced tiers (docs/FUSION.md says why)."""
+    if config.fusion.control_variates == "none":
+        return
+    sliced = [t.name for t in config.fleet.resolved_tiers() if t.width < 1]
+    problems = {
+        "privacy.mode": (config.privacy.enabled,
+                         f"is '{config.privacy.mode}'; the control variates are neither clipped nor noised, so no DP guarantee would hold"),
+        "fleet.tiers": (bool(sliced), f"has tier '{sliced[0] if sliced else ''}' of width < 1; control variates "
+                        "of width-sliced sub-models are not defined"),
+    }
+    for key, (bad, why) in problems.items():
+        if bad:
+            raise ConfigError(
+                f"invalid {source}:\n  fusion.control_variates = 'scaffold' is not supported when {key} {why}"
+            )
 
 
 def _check_reliability(config: ExperimentConfig, source: str) -> None:

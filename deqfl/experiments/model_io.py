@@ -43,6 +43,27 @@ def save_model(out_dir: Path, model: nn.Module, config: ExperimentConfig, refere
     atomic_write_text(out_dir / "model.json", json.dumps(meta, indent=2))
 
 
+META_KEYS = {"model": str, "options": dict, "dataset": str, "reference_cap": int, "reference_tol": float}
+
+
+def read_model_meta(run_dir: Path) -> dict:
+    """`run_dir/model.json`, checked: valid JSON holding at least `META_KEYS` with their
+    types (ConfigError naming what is wrong otherwise)."""
+    path = run_dir / "model.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path} is not readable JSON ({exc}); rewrite it by resuming the run, or restore it") from None
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{path} must hold a JSON object, got {type(meta).__name__}")
+    for key, kind in META_KEYS.items():
+        value = meta.get(key)
+        fits = not isinstance(value, bool) and isinstance(value, (int, float) if kind is float else kind)
+        if not fits:
+            raise ConfigError(f"{path}: {key!r} must be a {kind.__name__}, got {value!r}")
+    return meta
+
+
 def load_saved_model(run_dir: Path, input_shape: tuple[int, ...], num_classes: int) -> SavedModel:
     meta_path, weights = run_dir / "model.json", run_dir / "model.safetensors"
     if not meta_path.exists() or not weights.exists():
@@ -50,7 +71,7 @@ def load_saved_model(run_dir: Path, input_shape: tuple[int, ...], num_classes: i
             f"{run_dir} holds no final model (model.json and model.safetensors); "
             "it is written when a run finishes: resume it with `deqfl run --resume`"
         )
-    meta = json.loads(meta_path.read_text())
+    meta = read_model_meta(run_dir)
     model = build_model(meta["model"], input_shape=input_shape, num_classes=num_classes, **meta["options"])
     try:
         load_federated_state(model, load_file(str(weights)))

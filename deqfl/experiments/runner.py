@@ -29,6 +29,7 @@ from deqfl.engines.spec import ModelSpec
 from deqfl.errors import ConfigError, DeqflError, RunFailed
 from deqfl.experiments import results as rf
 from deqfl.experiments.config import ExperimentConfig, validate_config
+from deqfl.experiments.tracking import TENSORBOARD_DIR, TensorBoardLog, require_tensorboard
 from deqfl.fl import privacy as dp
 from deqfl.fl.attacks import malicious_clients
 from deqfl.fl.checkpoint import (
@@ -85,6 +86,7 @@ def build_federation(config: ExperimentConfig) -> Federation:
     torch.set_num_threads(exp.threads)
     dataset = load_dataset(data.dataset, data_dir=data.data_dir, cache_dir=data.cache_dir)
     clients = client_partition(config, dataset)
+    _check_training_rows(clients, data.holdout_fraction)
     tiers = assign_tiers(data.num_clients, config.fleet.resolved_tiers(), exp.seed)
     torch.manual_seed(exp.seed)
     model = build_model(
@@ -109,6 +111,19 @@ def build_federation(config: ExperimentConfig) -> Federation:
         config, dataset, clients, tiers, reference_tier(config.fleet.resolved_tiers()), model,
         eval_rows, x_test, y_test, sub_models,
     )
+
+
+def _check_training_rows(clients: list[ClientData], holdout_fraction: float) -> None:
+    """ConfigError when the hold-out share leaves some client no training row (it could
+    not train: every round would go without it, or be skipped)."""
+    empty = [c.client_id for c in clients if len(c.train_indices) == 0]
+    if empty:
+        sizes = sorted(len(c.train_indices) + len(c.holdout_indices) for c in clients)
+        raise ConfigError(
+            f"data.holdout_fraction = {holdout_fraction:g} leaves {len(empty)} client(s) without training rows "
+            f"(e.g. client {empty[0]}; clients hold {sizes[0]} to {sizes[-1]} rows): lower data.holdout_fraction, "
+            "use fewer clients (data.num_clients) or more rows (data.train_subset)"
+        )
 
 
 def client_partition(config: ExperimentConfig, dataset: DatasetArrays) -> list[ClientData]:
@@ -148,6 +163,7 @@ def _settings(fed: Federation) -> RoundSettings:
         sub_shapes={width: sub_shapes(sub) for width, sub in fed.sub_models.items()},
         deq_model=find_deq(fed.model) is not None,
         jacobian_probes=getattr(find_deq(fed.model), "jac_reg_samples", 0),
+        control_variates=c.fusion.control_variates,
     )
 
 
@@ -228,7 +244,7 @@ def _client_accuracy(record: RoundRecord) -> dict[str, float | None]:
     return {"mean": float(np.mean(values)), "p10": float(np.percentile(values, 10))}
 
 
-RUN_LOCATION_KEYS = {"data": {"data_dir", "cache_dir"}, "experiment": {"workers"}}
+RUN_LOCATION_KEYS = {"data": {"data_dir", "cache_dir"}, "experiment": {"workers", "tensorboard"}}
 """Config keys that say where files are or how many processes compute, not what the run
 computes (its results are bitwise the same for any worker count): a run moved to another
 data directory, or resumed with another number of workers, is the same run, so they are
@@ -247,6 +263,8 @@ def prepare_run_dir(out_dir: Path, config: ExperimentConfig, resume: bool) -> No
     run's files: a `config.toml` with other settings, or checkpoints without a
     `config.toml`. A new run (not `resume`) also refuses a directory holding rounds or
     checkpoints of its own config: those are resumed, never silently restarted over."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file, not a folder; choose a folder for the run's files")
     metrics = out_dir / "metrics.jsonl"
     if not resume and metrics.exists() and rf.read_jsonl(metrics):
         raise ConfigError(
@@ -347,9 +365,25 @@ def run_rounds(
     """The run itself, with its clients on the engine `engine_factory` builds: where every
     engine's launcher ends (in this process, or in a Flower ServerApp's). Every decision
     stays here and in `deqfl.fl`, so engines differ only in transport."""
+    if config.experiment.tensorboard:
+        require_tensorboard()
     prepare_run_dir(out_dir, config, resume)
-    with _run_log(out_dir), contextlib.ExitStack() as engine_closer:
-        return _run(config, out_dir, resume, on_round, stop_after, _closing(engine_closer, engine_factory))
+    with _run_log(out_dir), contextlib.ExitStack() as closer:
+        if config.experiment.tensorboard:
+            tracker = closer.enter_context(contextlib.closing(TensorBoardLog(out_dir / TENSORBOARD_DIR)))
+            on_round = _both(tracker, on_round)
+        return _run(config, out_dir, resume, on_round, stop_after, _closing(closer, engine_factory))
+
+
+def _both(first: RoundCallback, second: RoundCallback | None) -> RoundCallback:
+    """A round callback calling `first`, then `second` if given."""
+
+    def call(row: dict[str, Any]) -> None:
+        first(row)
+        if second is not None:
+            second(row)
+
+    return call
 
 
 def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[str, Any]:
@@ -358,7 +392,8 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
     fed = build_federation(config)
     privacy = config.privacy if config.privacy.enabled else None
     eligible = eligible_clients(fed.tiers, config.sampling.rule, config.sampling.min_forward_cap)
-    fusion = make_fusion(config.fusion, privacy, config.sampling.fraction * len(eligible), config.experiment.seed)
+    fusion = make_fusion(config.fusion, privacy, config.sampling.fraction * len(eligible), config.experiment.seed,
+                         num_clients=config.data.num_clients)
     settings = _settings(fed)
     engine = engine_factory(fed)
     evaluate_many = evaluator(fed, engine)
@@ -383,7 +418,7 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
     last = rounds if stop_after is None else min(rounds, stop_after)
     for round_number in range(first_round, last + 1):
         round_start = time.perf_counter()
-        outcome = _guarded_round(round_number, state, fed, settings, engine, fusion, out_dir)
+        outcome = _guarded_round(round_number, state, fed, settings, engine, fusion, out_dir, client_state)
         state = outcome.state
         train_seconds = time.perf_counter() - round_start
         load_federated_state(fed.model, state)
@@ -413,12 +448,12 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
     return finish(fed, out_dir, state, wall_before + time.perf_counter() - started, evaluate_many)
 
 
-def _guarded_round(round_number, state, fed: Federation, settings, engine, fusion, out_dir: Path):
+def _guarded_round(round_number, state, fed: Federation, settings, engine, fusion, out_dir: Path, client_state):
     """`run_round`, with an unexpected error (a bug: client failures are rejections, bad
     input fails before the first round) turned into `RunFailed`: a clear message naming the
     round and the last checkpoint, the traceback in run.log."""
     try:
-        return run_round(round_number, state, fed.clients, fed.tiers, settings, engine, fusion)
+        return run_round(round_number, state, fed.clients, fed.tiers, settings, engine, fusion, client_state)
     except DeqflError:
         raise
     except Exception as exc:
@@ -468,6 +503,7 @@ def finish(
         "global_residual": final["global_residual"],
         "tier_accuracy": final["tier_accuracy"],
         "anytime": final.get("anytime", {}),
+        "skipped_rounds": sum(1 for r in records if r["skipped"]),
         "bytes_up": sum(r["bytes_up"] for r in records),
         "bytes_down": sum(r["bytes_down"] for r in records),
         "simulated_seconds": sum(r["simulated_seconds"] for r in records),

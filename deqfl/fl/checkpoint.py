@@ -48,6 +48,7 @@ from deqfl.fl.client_state import (
     ClientStateError,
     ClientStateSnapshot,
     ClientStateStore,
+    fsync_dir,
     tensor_digest,
     verify_snapshot,
 )
@@ -122,11 +123,11 @@ def save_checkpoint(
     }
     record["checksum"] = json_digest(record)
     _write_synced(tmp / STATE_FILE, json.dumps(record).encode())
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     for old in sorted(folder.glob("round-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -242,10 +243,3 @@ def _write_synced(path: Path, blob: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -121,7 +121,7 @@ class ClientStateStore:
             source = self.path(client_id)
             _link_or_copy(source, destination / source.name)
             digests[client_id] = _stored_digest(destination / source.name)
-        _fsync_dir(destination)
+        fsync_dir(destination)
         return ClientStateSnapshot(destination, digests)
 
     def restore(self, snapshot: ClientStateSnapshot | None) -> None:
@@ -131,7 +131,7 @@ class ClientStateStore:
         self.clear()
         for client_id in sorted(snapshot.digests if snapshot else ()):
             _link_or_copy(snapshot.directory / self.path(client_id).name, self.path(client_id))
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def clear(self) -> None:
         """Remove every client's state (and temporary files a crash left behind)."""
@@ -213,7 +213,8 @@ def _link_or_copy(source: Path, target: Path) -> None:
             os.fsync(fh.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (renames, new files) durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -3,8 +3,11 @@
 For each job, in client-id order (`match_replies`), the reply becomes a `ClientUpdate`
 whose steering numbers are the server's (`read_update`):
 
-- the upload is refused unless it is at most `upload_limit(global_state)` bytes, before
-  it is decoded;
+- the upload is refused unless it is at most `upload_limit` of the global state and the
+  plan's extras bytes, before it is decoded;
+- the upload's extras (`deqfl.fl.transport.split_extras`) must have the names, shapes and
+  dtypes of the extras the plan broadcast, with finite values (SCAFFOLD's control-variate
+  increments); none are allowed when none were broadcast;
 - `num_examples` is the client's partition size, `local_steps` and `forward_cap` are
   what the plan assigned, `momentum` is the run's client momentum; a report that differs
   is listed under `adjusted` as {"client", "field", "reported", "used"};
@@ -13,6 +16,12 @@ whose steering numbers are the server's (`read_update`):
 The client's simulated time (`deqfl.fl.clock.device_seconds` of its reported work units,
 download and upload, times a straggler's slowdown) decides deadlines; a width-sliced
 client's state is written back into the global shape with the server's `coverage`.
+A reply's client state (`ClientReply.client_state`: the client's own, never uploaded) is
+kept for the store (`Intake.client_states`) when it is well-formed (at most `state_limit`
+bytes, checked before decoding, decoding to tensors with finite values), whether or not
+the update is then used:
+the client keeps its state whatever the server does with its upload. A malformed one is a
+rejection and is not kept.
 Only declared client failures (`deqfl.errors.ClientFailure`: errors the engine reported,
 unreadable or oversized uploads, malformed fields) become rejections; anything else raises.
 """
@@ -32,7 +41,7 @@ from deqfl.fl.faults import FaultsConfig, slowdown
 from deqfl.fl.plan import ClientJob, RoundPlan
 from deqfl.fl.record import ClientRecord
 from deqfl.fl.reply import ClientReply, FieldReader, ReplyError, truncate
-from deqfl.fl.transport import decode_state
+from deqfl.fl.transport import EXTRA_MARK, PayloadError, decode_state, split_extras
 from deqfl.fl.update import ClientUpdate
 from deqfl.fl.validation import check_state
 from deqfl.models.width import embed_state
@@ -52,6 +61,12 @@ def upload_limit(global_state: Mapping[str, torch.Tensor]) -> int:
     return 8 * sum(v.numel() for v in global_state.values()) + UPLOAD_SLACK
 
 
+def state_limit(global_state: Mapping[str, torch.Tensor]) -> int:
+    """The largest client state the server decodes: four times `upload_limit` (four
+    float64 copies of the model; SCAFFOLD's state is one copy)."""
+    return 4 * upload_limit(global_state)
+
+
 @dataclass
 class Intake:
     """The round's usable updates and what was said about the rest."""
@@ -66,6 +81,8 @@ class Intake:
     """Simulated seconds of every client that counts for the round's duration."""
     bytes_up: int = 0
     """Bytes of every upload that arrived."""
+    client_states: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    """Client id -> its well-formed client state after the round, for the store."""
 
 
 def take_in(
@@ -78,12 +95,18 @@ def take_in(
     faults: FaultsConfig | None,
 ) -> Intake:
     intake = Intake()
-    limit = upload_limit(global_state)
+    limit = upload_limit({**global_state, **plan.extras})
+    max_state = state_limit(global_state)
     pairs = match_replies(plan.jobs, replies, intake, plan.round)
     for job, reply in pairs:
         cid, width = job.client_id, job.task.tier.width
         try:
-            update, bytes_up = read_update(job, reply, global_state, limit, momentum, deq_model, intake.adjusted)
+            kept = read_client_state(reply.client_state, max_state)
+            if kept is not None:
+                intake.client_states[cid] = kept
+            update, bytes_up = read_update(
+                job, reply, global_state, limit, momentum, deq_model, intake.adjusted, plan.extras
+            )
             if width < 1:
                 update = embed_sliced(update, global_state, plan.sub_globals[width])
         except ReplyError as exc:
@@ -110,21 +133,15 @@ def read_update(
     momentum: float,
     deq_model: bool,
     adjusted: list[dict[str, Any]],
+    extras_like: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[ClientUpdate, int]:
     """The reply as an update with the server's numbers, and its upload's length;
-    ReplyError for anything unusable. Mismatched reports are appended to `adjusted`."""
+    ReplyError for anything unusable. Mismatched reports are appended to `adjusted`.
+    The upload's extras must match `extras_like` (none when it is empty or None)."""
     cid = job.client_id
     if reply.error is not None:
         raise ReplyError(f"client failed: {truncate(reply.error)}")
-    payload = reply.payload
-    if not isinstance(payload, (bytes, bytearray)):
-        raise ReplyError(f"malformed reply: no upload (got {type(payload).__name__})")
-    if len(payload) > limit:
-        raise ReplyError(f"upload of {len(payload)} bytes exceeds the bound of {limit} bytes for this model")
-    try:
-        state = decode_state(bytes(payload), like=dict(reference))
-    except Exception as exc:  # noqa: BLE001 - an undecodable upload is a declared client failure
-        raise ReplyError(f"malformed reply: the upload is not a readable state ({type(exc).__name__}: {truncate(exc, 200)})") from None
+    state, extras = decode_upload(reply.payload, reference, limit, extras_like or {})
     fields = FieldReader(reply.fields)
     claimed = fields.integer("client_id", 0, MAX_COUNT)
     if claimed != cid:
@@ -155,9 +172,50 @@ def read_update(
         residual=fields.real("residual", 0.0, math.inf, optional=True),
         holdout_loss=fields.real("holdout_loss", 0.0, 1e300, optional=True),
         metrics=metrics,
+        extras=extras,
         **assigned,
     )
-    return update, len(payload)
+    return update, len(reply.payload)
+
+
+def decode_upload(
+    payload: object, reference: Mapping[str, torch.Tensor], limit: int, extras_like: Mapping[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The upload as (state, extras), floating tensors in the reference's dtypes; ReplyError
+    if it is not bytes, longer than `limit` (checked before decoding), unreadable, or its
+    extras do not match `extras_like` (names, shapes, dtypes, finite values)."""
+    if not isinstance(payload, (bytes, bytearray)):
+        raise ReplyError(f"malformed reply: no upload (got {type(payload).__name__})")
+    if len(payload) > limit:
+        raise ReplyError(f"upload of {len(payload)} bytes exceeds the bound of {limit} bytes for this model")
+    like = {**reference, **{EXTRA_MARK + k: v for k, v in extras_like.items()}}
+    try:
+        state, extras = split_extras(decode_state(bytes(payload), like=like))
+    except Exception as exc:  # noqa: BLE001 - an undecodable upload is a declared client failure
+        raise ReplyError(f"malformed reply: the upload is not a readable state ({type(exc).__name__}: {truncate(exc, 200)})") from None
+    reason = check_state(extras_like, extras)
+    if reason is not None:
+        raise ReplyError(f"malformed reply: its extras do not match what the server sent: {reason}")
+    return state, extras
+
+
+def read_client_state(value: object, limit: int) -> dict[str, torch.Tensor] | None:
+    """A reply's client state decoded (None stays None); ReplyError unless it is at most
+    `limit` bytes of `deqfl.fl.transport.pack_tensors` with finite floating values."""
+    if value is None:
+        return None
+    if not isinstance(value, (bytes, bytearray)):
+        raise ReplyError(f"malformed client state: not bytes (got {type(value).__name__})")
+    if len(value) > limit:
+        raise ReplyError(f"malformed client state: {len(value)} bytes exceed the bound of {limit} bytes")
+    try:
+        state = decode_state(bytes(value))
+    except PayloadError as exc:
+        raise ReplyError(f"malformed client state: {truncate(exc, 200)}") from None
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise ReplyError(f"malformed client state: non-finite values in {truncate(bad, 80)!r}")
+    return state
 
 
 def embed_sliced(

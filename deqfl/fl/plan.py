@@ -6,7 +6,13 @@ and gives each sampled client its task. Everything in a task is the server's dec
 
 - `forward_cap`: the tier's `max_iter`, or with a `time_budget` the largest cap whose
   worst-case simulated time fits (`deqfl.fl.clock.cap_for_time_budget`);
-- `local_steps`: `deqfl.fl.client.local_step_count` of the tier and the client's rows.
+- `local_steps`: `deqfl.fl.client.local_step_count` of the tier and the client's rows;
+- `control_variates`: the run's (SCAFFOLD's client mod runs when it is "scaffold").
+
+The download carries the fusion's extras besides the global state (SCAFFOLD's control
+variate, `deqfl.fl.transport.with_extras`), so they count in `bytes_down`. Each job
+carries its client's state read from the client-state store (only the round's clients are
+read, so memory does not grow with the registered clients).
 
 Intake (`deqfl.fl.intake`) uses these assigned numbers wherever a client's report would
 steer the model, and records any mismatch.
@@ -22,11 +28,12 @@ import torch
 from deqfl.fl import privacy as dp
 from deqfl.fl.attacks import AttackConfig
 from deqfl.fl.client import ClientData, ClientTask, TrainOptions, local_step_count
+from deqfl.fl.client_state import ClientStateStore
 from deqfl.fl.clock import cap_for_time_budget
 from deqfl.fl.faults import FaultsConfig, crash_at
 from deqfl.fl.profiles import TierConfig
 from deqfl.fl.sampling import RoundSample, sample_round
-from deqfl.fl.transport import encode_state
+from deqfl.fl.transport import encode_state, pack_tensors, with_extras
 from deqfl.models.width import Shapes, slice_state
 
 
@@ -56,6 +63,8 @@ class RoundSettings:
     0 for explicit models)."""
     jacobian_probes: int = 0
     """The DEQ's Jacobian-penalty probes per sample (`jac_reg_samples`), for the planner."""
+    control_variates: str = "none"
+    """`fusion.control_variates`: "scaffold" gives every task SCAFFOLD's client mod."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,9 @@ class ClientJob:
 
     task: ClientTask
     data: ClientData
+    client_state: bytes | None = None
+    """The client's persistent state as the store holds it, packed
+    (`deqfl.fl.transport.pack_tensors`: jobs cross processes as bytes); None: it holds none."""
 
     @property
     def client_id(self) -> int:
@@ -92,6 +104,9 @@ class RoundPlan:
     """Width ratio -> the tier's slice of the global state (HeteroFL)."""
     malicious: list[int]
     """The selected clients that are malicious (attack simulation)."""
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    """The fusion's extras in the download; every reply must upload extras of the same
+    names, shapes and dtypes (`deqfl.fl.intake`)."""
 
 
 def plan_round(
@@ -100,19 +115,33 @@ def plan_round(
     clients: list[ClientData],
     tiers: list[TierConfig],
     settings: RoundSettings,
+    *,
+    extras: Mapping[str, torch.Tensor] | None = None,
+    client_state: ClientStateStore | None = None,
 ) -> RoundPlan:
+    """The round's plan (module docstring); `extras` travel in the full-width download,
+    `client_state` is read for the sampled clients."""
     sample = _sample(round_number, tiers, settings)
-    download = encode_state(dict(global_state), settings.transport_dtype)
+    extras = dict(extras or {})
+    download = encode_state(with_extras(dict(global_state), extras), settings.transport_dtype)
     sub_globals = {width: slice_state(global_state, shapes) for width, shapes in settings.sub_shapes.items()}
     download_bytes = {1.0: len(download)} | {
         width: len(encode_state(sub, settings.transport_dtype)) for width, sub in sub_globals.items()
     }
     jobs = [
-        ClientJob(_task(round_number, clients[cid], tiers[cid], settings, len(download)), clients[cid])
+        ClientJob(
+            _task(round_number, clients[cid], tiers[cid], settings, len(download)), clients[cid],
+            _packed_state(client_state, cid),
+        )
         for cid in sample.selected
     ]
     malicious = sorted(set(sample.selected) & set(settings.malicious))
-    return RoundPlan(round_number, sample, jobs, download, download_bytes, sub_globals, malicious)
+    return RoundPlan(round_number, sample, jobs, download, download_bytes, sub_globals, malicious, extras)
+
+
+def _packed_state(store: ClientStateStore | None, client_id: int) -> bytes | None:
+    state = store.get(client_id) if store is not None else None
+    return None if state is None else pack_tensors(state)
 
 
 def _sample(round_number: int, tiers: list[TierConfig], s: RoundSettings) -> RoundSample:
@@ -138,4 +167,5 @@ def _task(round_number: int, data: ClientData, tier: TierConfig, s: RoundSetting
         attack=s.attack if cid in s.malicious else None,
         crash_at=crash_at(s.faults, s.seed, round_number, cid),
         local_dp=s.privacy if s.privacy is not None and s.privacy.mode == "local" else None,
+        control_variates=s.control_variates,
     )

@@ -31,7 +31,7 @@ class TierConfig(BaseModel):
     unit is one cell evaluation on one sample for a DEQ model, and one forward pass of one
     sample for an explicit model (a training step counts forward + backward as 3 units)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(description="Tier name, reported in results (e.g. 'strong').")
     share: float | None = Field(
@@ -105,7 +105,7 @@ class TierConfig(BaseModel):
 class FleetConfig(BaseModel):
     """The device fleet: a preset name, or an explicit list of tiers (which wins)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     preset: str = Field("three-tiers", description="Fleet preset (see `list_presets()`).")
     tiers: list[TierConfig] | None = Field(None, description="Explicit tiers; overrides `preset`.")

@@ -59,8 +59,8 @@ class RoundRecord(_Record):
     """One round: what was sent, who was fused with which weight, and how the model did."""
 
     round: int = Field(description="Round number, from 1.")
-    bytes_down: int = Field(description="Bytes the server sent: each receiving client's download (full or sliced model).")
-    bytes_up: int = Field(description="Bytes the server received: the length of every upload that arrived.")
+    bytes_down: int = Field(description="Bytes the server sent: each receiving client's download (full or sliced model, with the algorithm's extras such as SCAFFOLD's control variate).")
+    bytes_up: int = Field(description="Bytes the server received: the length of every upload that arrived (extras such as SCAFFOLD's increments included).")
     clients: list[ClientRecord] = Field(description="The fused clients, by id.")
     rejected: list[Rejection] = Field(description="Clients whose update was not fused, with the reason (crashes, timeouts, stragglers, malformed or invalid replies, norm outliers).")
     unavailable: list[int] = Field(description="Sampled clients that did not answer the call (their tier's availability).")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deqfl.errors import ClientFailure
-from deqfl.fl.transport import encode_state
+from deqfl.fl.transport import encode_state, pack_tensors, with_extras
 from deqfl.fl.update import ClientUpdate
 
 MAX_TEXT = 300
@@ -32,9 +32,10 @@ MAX_TEXT = 300
 MAX_METRICS = 32
 """Reported metrics kept per reply (the first ones by name); the rest are dropped."""
 
-SERVER_FIELDS = ("state", "coverage", "client_state")
-"""`ClientUpdate` fields that never travel in `fields`: the state travels as the payload,
-the coverage is the server's to set, the client's own state stays with the client."""
+SERVER_FIELDS = ("state", "coverage", "client_state", "extras")
+"""`ClientUpdate` fields that never travel in `fields`: the state and the extras travel as
+the payload, the coverage is the server's to set, the client's own state stays with the
+client."""
 
 
 class ReplyError(ClientFailure, ValueError):
@@ -59,11 +60,20 @@ class ClientReply:
     """The reported fields of `ClientUpdate` but the state and coverage (JSON-like)."""
     error: str | None = None
     """Why the client gave no update (a declared client failure, or the engine's reason)."""
+    client_state: bytes | None = None
+    """The client's persistent state after the round (`deqfl.fl.transport.pack_tensors`),
+    handed back by a simulating engine so that the server's store keeps it for the client
+    (`deqfl.fl.client_state`). It stays on the client's side: not uploaded, not counted
+    in `bytes_up`. Bytes, like the payload, so that it crosses processes as bytes and the
+    intake bounds its size before decoding it."""
 
     @classmethod
     def from_update(cls, update: ClientUpdate, transport_dtype: str) -> ClientReply:
-        """The reply a client sends after training: its state encoded in the wire dtype."""
-        return cls(update.client_id, encode_state(update.state, transport_dtype), update_fields(update))
+        """The reply a client sends after training: its state and extras encoded in the
+        wire dtype, its client state alongside."""
+        payload = encode_state(with_extras(update.state, update.extras), transport_dtype)
+        kept = None if update.client_state is None else pack_tensors(update.client_state)
+        return cls(update.client_id, payload, update_fields(update), client_state=kept)
 
     @classmethod
     def failed(cls, client_id: int, error: object) -> ClientReply:

@@ -1,7 +1,8 @@
 """One federated round, engine-agnostic, as a pipeline of small stages:
 
 1. plan (`deqfl.fl.plan`): sample the clients (seeded by seed and round), serialize the
-   global state once, give each client its task (forward cap, local steps, attack, crash);
+   global state once, with the fusion's extras (`server_extras`), give each client its
+   task (forward cap, local steps, attack, crash) and its state from the client-state store;
 2. dispatch: the engine runs the jobs and hands back raw replies (`deqfl.fl.reply`);
 3. intake (`deqfl.fl.intake`): match replies to jobs, refuse oversized uploads before
    decoding, read every reported number through one bounded reader, use the server's
@@ -9,7 +10,8 @@
    drop stragglers past the deadline;
 4. fuse: the fusion (`deqfl.fl.fusion`, wrapped for central DP) validates and fuses the
    updates in client order;
-5. record (`deqfl.fl.record`): the typed round record.
+5. record (`deqfl.fl.record`): the typed round record; the replies' well-formed client
+   states are written back to the store.
 
 Every decision is made here, so every engine gives the same round for the same config and
 seed. A reply the server cannot use is listed under `rejected`, never raised; anything
@@ -25,7 +27,8 @@ import torch
 
 from deqfl.fl import privacy as dp
 from deqfl.fl.client import ClientData
-from deqfl.fl.fusion import CentralDPFusion, Fusion, FusionContext, FusionResult
+from deqfl.fl.client_state import ClientStateStore
+from deqfl.fl.fusion import CentralDPFusion, Fusion, FusionContext, FusionResult, ScaffoldFusion
 from deqfl.fl.intake import Intake, take_in
 from deqfl.fl.plan import ClientJob, RoundPlan, RoundSettings, plan_round
 from deqfl.fl.profiles import TierConfig
@@ -53,9 +56,15 @@ def run_round(
     tiers: list[TierConfig],
     settings: RoundSettings,
     engine: Engine,
-    fusion: Fusion | CentralDPFusion,
+    fusion: Fusion | CentralDPFusion | ScaffoldFusion,
+    client_state: ClientStateStore | None = None,
 ) -> RoundOutcome:
-    plan = plan_round(round_number, global_state, clients, tiers, settings)
+    """One round (module docstring). `client_state`: the run's per-client state store,
+    read for the round's clients and updated from their replies (None: no client state)."""
+    plan = plan_round(
+        round_number, global_state, clients, tiers, settings,
+        extras=server_extras(fusion, global_state), client_state=client_state,
+    )
     replies = engine.run_clients(plan.jobs, plan.download)
     intake = take_in(
         plan, replies, global_state, settings.options.momentum, settings.deq_model,
@@ -67,7 +76,17 @@ def run_round(
         known_num_examples={c.client_id: len(c.train_indices) for c in clients},
     )
     result = fusion.fuse(global_state, intake.updates, context)
+    if client_state is not None:
+        for cid, state in sorted(intake.client_states.items()):
+            client_state.put(cid, state)
     return RoundOutcome(state=result.state, record=_record(plan, intake, result, settings))
+
+
+def server_extras(fusion: object, global_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What the fusion broadcasts besides the model: `fusion.server_extras(global_state)`
+    for a fusion that has the method (`deqfl.fl.fusion.scaffold.ScaffoldFusion`), else none."""
+    extras = getattr(fusion, "server_extras", None)
+    return extras(global_state) if callable(extras) else {}
 
 
 def _record(plan: RoundPlan, intake: Intake, result: FusionResult, settings: RoundSettings) -> RoundRecord:

@@ -48,6 +48,10 @@ class ClientUpdate:
     client_state: dict[str, torch.Tensor] | None = None
     """The client's persistent state after the round (`train_client(client_state=...)`),
     kept on the client side and never uploaded; None when the run keeps none."""
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Tensors the algorithm uploads besides the state (SCAFFOLD: "control/<key>" -> the
+    client's control-variate increment), in the same payload (`deqfl.fl.transport`), so
+    counted in its bytes; the server checks them against what it broadcast."""
 
 
 @dataclass

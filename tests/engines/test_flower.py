@@ -123,6 +123,20 @@ def test_flower_sim_carries_heterofl_sub_models(flower_env):
     assert _max_diff(tmp / "embedded", tmp / "sim") <= 1e-5
 
 
+def test_flower_sim_keeps_scaffold_client_state_on_the_node(flower_env):
+    """SCAFFOLD on the Flower simulation: c travels in the download, delta c_i in the upload
+    (same bytes as embedded), and each node keeps its c_i in `Context.state` between rounds
+    (round 2 corrects with it), so the final model matches the embedded engine's."""
+    tmp = flower_env
+    extra = ('fusion.control_variates="scaffold"', "train.momentum=0.5")
+    run_experiment(_config(tmp, 4, *extra), tmp / "embedded")
+    run_experiment(_config(tmp, 4, 'experiment.engine="flower-sim"', *extra), tmp / "sim")
+    emb, sim = read_jsonl(tmp / "embedded" / "metrics.jsonl"), read_jsonl(tmp / "sim" / "metrics.jsonl")
+    assert [(r["bytes_up"], r["bytes_down"], r["rejected"]) for r in emb] == [(r["bytes_up"], r["bytes_down"], r["rejected"]) for r in sim]
+    assert _max_diff(tmp / "embedded", tmp / "sim") <= 1e-5
+    assert not any((tmp / "sim" / "client_state").iterdir())  # the state stayed on the nodes
+
+
 def _stopped(fleet: Fleet, pids: list[int]) -> bool:
     return all(p.poll() is not None for p in fleet.procs.values()) and not any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in pids)
 

@@ -62,3 +62,25 @@ def test_missing_or_broken_file(tmp_path):
 
 def test_config_docs_are_up_to_date():
     assert (ROOT / "docs" / "CONFIG.md").read_text() == render()
+
+
+def test_fusion_options_old_and_new_spellings_give_one_config(tmp_path):
+    """`fusion.quality=budget` (the suite's stored override) and the weighting's own table
+    give the same config; config.toml writes the table; an old config.toml (every flat key
+    spelled out, as before rules had options) loads to the same config."""
+    old = load_config(None, ["fusion.quality=budget", "fusion.aggregator=multi-krum", "fusion.krum_select=3"])
+    new = load_config(None, ["fusion.weighting_options.source=budget", "fusion.aggregator=multi-krum",
+                             "fusion.aggregator_options={select = 3}"])
+    assert old == new and new.fusion.aggregator_options == {"select": 3}
+    text = new.to_toml()
+    assert "source" in text and "krum_select" not in text and "quality = " not in text
+    legacy = text.replace("[fusion]\n", '[fusion]\nquality = "budget"\ntrim_fraction = 0.1\nkrum_byzantine = 1\nkrum_select = 3\n', 1)
+    legacy = legacy.replace("[fusion.weighting_options]\nsource = \"budget\"\n", "").replace("[fusion.aggregator_options]\nselect = 3\n", "")
+    path = tmp_path / "config.toml"
+    path.write_text(legacy)
+    assert "source" not in legacy and load_config(path) == new
+
+
+def test_fusion_old_key_and_its_option_together_are_an_error():
+    with pytest.raises(ConfigError, match="give fusion.weighting_options.source or its old name fusion.quality"):
+        load_config(None, ["fusion.quality=loss", "fusion.weighting_options.source=budget"])

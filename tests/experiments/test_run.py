@@ -108,9 +108,9 @@ def test_cli_run_and_eval(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "test accuracy" in out
-    assert main(["eval", str(tmp_path / "cli"), "--budget", "2", "--budget", "16", "--json"]) == 0
+    assert main(["eval", str(tmp_path / "cli"), "--forward-cap", "2", "--budget", "16", "--json"]) == 0  # old name kept
     rows = json.loads(capsys.readouterr().out)
-    assert [r["budget"] for r in rows] == [2, 16] and all(0 <= r["accuracy"] <= 1 for r in rows)
+    assert [r["forward_cap"] for r in rows] == [2, 16] and all(0 <= r["accuracy"] <= 1 for r in rows)
 
 
 def test_cli_reports_config_errors_without_traceback(capsys):
@@ -206,3 +206,58 @@ def test_a_programming_error_stops_the_run_with_a_clear_message(tmp_path):
         _run(tmp_path, "broken", ["model.name=test-breaks-in-round-two", "experiment.rounds=3"])
     assert "Traceback" in (tmp_path / "broken" / "run.log").read_text()
     assert (tmp_path / "broken" / "checkpoints").is_dir()
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.lr=inf", "train.lr"),
+    ("train.weight_decay=inf", "train.weight_decay"),
+    ("fleet.tiers=[{name='a', share=1.0, speed=inf}]", "fleet.tiers.0.speed"),
+    ("evaluation.anytime_forward_caps=[0, 4]", "evaluation.anytime_forward_caps.0"),
+    ("experiment.seed=18446744073709551616", "experiment.seed"),
+])
+def test_values_that_would_fail_late_fail_at_validation(override, key, capsys):
+    assert main(["run", "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("deqfl: error: invalid") and key in err and "Traceback" not in err
+
+
+def test_out_naming_a_file_is_a_clear_error(tmp_path, capsys):
+    target = tmp_path / "a-file"
+    target.write_text("x")
+    assert main(["run", "--out", str(target), "--set", "data.dataset=digits"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_run_whose_every_round_was_skipped_says_so_and_exits_non_zero(tmp_path, capsys):
+    cache = json.dumps(str(tmp_path / "cache"))
+    args = ["run", "--quiet", "--out", str(tmp_path / "dead")]
+    for item in SMALL + ["experiment.rounds=1", "faults.crash_clients=[0, 1, 2, 3, 4, 5]", f"data.cache_dir={cache}"]:
+        args += ["--set", item]
+    assert main(args) == 1
+    assert "every one of the 1 rounds was skipped" in capsys.readouterr().err
+    assert json.loads((tmp_path / "dead" / "summary.json").read_text())["skipped_rounds"] == 1
+
+
+@pytest.mark.parametrize("command", ["eval", "export"])
+@pytest.mark.parametrize("damage", ["{not json", '["a list"]', '{"model": "deq-mnist", "options": []}'])
+def test_a_broken_model_json_is_a_clear_error(two_runs, tmp_path, capsys, command, damage):
+    import shutil  # noqa: PLC0415
+
+    (out, _), _ = two_runs
+    run = tmp_path / "copy"
+    shutil.copytree(out, run)
+    (run / "model.json").write_text(damage)
+    args = [command, str(run)] + (["--forward-cap", "4"] if command == "export" else [])
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("deqfl: error:") and "model.json" in err and "Traceback" not in err
+
+
+def test_a_holdout_share_that_leaves_clients_without_training_rows_is_refused(tmp_path):
+    config = load_config(None, SMALL + [
+        "data.train_subset=600", "data.num_clients=300", "data.partition=iid", "data.holdout_fraction=0.9",
+        f"data.cache_dir={json.dumps(str(tmp_path / 'cache'))}",
+    ])
+    with pytest.raises(ConfigError, match=r"data.holdout_fraction = 0.9 leaves \d+ client\(s\) without training rows"):
+        run_experiment(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

@@ -242,7 +242,7 @@ def test_bad_config_is_a_clear_config_error(data, fragment):
 
 def test_config_defaults_and_strictness():
     config = FusionConfig.from_mapping({"max_norm_factor": None})
-    assert (config.weighting, config.quality, config.aggregator) == ("quality", "residual", "mean")
+    assert (config.weighting, config.weighting_params().source, config.aggregator) == ("quality", "residual", "mean")
     assert config.max_norm_factor is None
     with pytest.raises(ValidationError):
         FusionConfig(weighting="nope")

@@ -5,7 +5,11 @@
 digest and rebuild the run's node with `load_node` (cached in this process per digest and
 data folder), take the client's rows from the node's partition (cached on disk under the
 data cache, keyed by the config's digest), run `deqfl.fl.client.train_client` under the
-task's tier budget, and reply with the encoded returned state and the update's fields.
+task's tier budget, and reply with the encoded returned state (with the update's extras)
+and the update's fields. The client's own state (SCAFFOLD's control variate) lives on the
+node, in `Context.state` under `CLIENT_STATE_KEY` (an ArrayRecord): read before training,
+replaced after it, never sent to the server (so a server-side resume does not roll it back,
+docs/RELIABILITY.md).
 `query`: report the node config (`partition-id`, `num-partitions`, optional `tier`), from
 which the server maps client ids to Flower node ids.
 
@@ -26,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
@@ -34,8 +38,12 @@ from deqfl.engines.flower import protocol as P
 from deqfl.engines.flower.spec import FlowerNode, NodeLoader
 from deqfl.errors import ClientFailure
 from deqfl.fl.client import ClientData, train_client
-from deqfl.fl.transport import decode_state, encode_state
+from deqfl.fl.transport import decode_state, encode_state, split_extras, with_extras
 from deqfl.models import federated_state
+
+
+CLIENT_STATE_KEY = "deqfl-client-state"
+"""Where a node keeps its client's state in `Context.state` (an ArrayRecord)."""
 
 
 def make_client_app(load_node: NodeLoader) -> ClientApp:
@@ -79,12 +87,18 @@ def _train(load_node: NodeLoader, message: Message, context: Context) -> Message
         raise ValueError(f"node config num-partitions={expected}, run has {run.node.num_clients} clients")
     torch.set_num_threads(run.node.threads)
     data = _client_data(run, digest, client_id)
-    received = decode_state(bytes(record["payload"]), like=run.reference)  # type: ignore[arg-type]
+    received, extras = split_extras(decode_state(bytes(record["payload"]), like=run.reference))  # type: ignore[arg-type]
+    kept = context.state.array_records.get(CLIENT_STATE_KEY)
     try:
-        update = train_client(run.node.model, received, task, run.node.dataset, data)
+        update = train_client(
+            run.node.model, received, task, run.node.dataset, data,
+            client_state=None if kept is None else dict(kept.to_torch_state_dict()), server_extras=extras,
+        )
     except ClientFailure as exc:  # a declared failure (an injected crash): a plain error reply, no traceback
         return Message(error=Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, str(exc)), reply_to=message)
-    upload = encode_state(update.state, run.node.transport_dtype)
+    if update.client_state is not None:
+        context.state[CLIENT_STATE_KEY] = ArrayRecord(torch_state_dict=update.client_state)
+    upload = encode_state(with_extras(update.state, update.extras), run.node.transport_dtype)
     return Message(P.update_record(update, upload), reply_to=message)
 
 

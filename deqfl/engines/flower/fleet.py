@@ -140,22 +140,23 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def process_tree_rss_mb(pids: list[int]) -> float:
-    """Resident memory (MB) of the processes `pids` and all their descendants."""
+def process_tree_memory_mb(pids: list[int]) -> dict[str, float]:
+    """Summed resident (`rss`) and proportional (`pss`: shared pages split between the
+    processes sharing them, so a memory-mapped data set counts once) memory in MB of the
+    processes `pids` and all their descendants."""
     seen = set()
     for pid in pids:
         seen.add(pid)
         seen.update(_children(pid))
-    total = 0
+    totals = {"rss": 0, "pss": 0}
     for pid in seen:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
+        for path, key, prefix in ((f"/proc/{pid}/status", "rss", "VmRSS:"), (f"/proc/{pid}/smaps_rollup", "pss", "Pss:")):
+            try:
+                with open(path) as f:
+                    totals[key] += next((int(line.split()[1]) for line in f if line.startswith(prefix)), 0)
+            except OSError:
+                continue
+    return {key: kib / 1024 for key, kib in totals.items()}
 
 
 @dataclass

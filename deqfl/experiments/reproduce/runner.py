@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import json
 import multiprocessing
 import time
@@ -39,15 +38,18 @@ def run_suite(
     store: Path,
     out: Path,
     data_dirs: dict[str, str],
-    log: Callable[[str], None] = functools.partial(print, flush=True),
+    log: Callable[[str], None] | None = None,
     parallel: int = 1,
 ) -> list[dict]:
     """Run every spec not yet in `store`, `parallel` at a time (each in its own process
-    when `parallel` > 1); returns the stored results of `specs`."""
+    when `parallel` > 1, which then prints its lines itself); returns the stored results
+    of `specs`. `log` receives the progress lines (default: printed)."""
+    log = log or say
     todo = [s for s in specs if not result_path(store, s).exists()]
     log(f"{len(specs)} runs in the suite, {len(specs) - len(todo)} already stored in {store}, {len(todo)} to run")
     workers = [] if parallel == 1 else [f"experiment.workers={max(1, usable_cores() // parallel)}"]
-    args = [(spec, store, out, data_dirs, log, f"[{i}/{len(todo)}]", workers) for i, spec in enumerate(todo, 1)]
+    run_log = log if parallel == 1 else say  # a process of its own prints its own lines
+    args = [(spec, store, out, data_dirs, run_log, f"[{i}/{len(todo)}]", workers) for i, spec in enumerate(todo, 1)]
     if parallel == 1:
         for item in args:
             _claim_and_run(*item)
@@ -57,6 +59,11 @@ def run_suite(
                 done.result()
     wanted = {s.run_id for s in specs}
     return [r for r in load_results(store) if r["run_id"] in wanted]
+
+
+def say(message: str) -> None:
+    """Print a progress line at once (runs may take hours)."""
+    print(message, flush=True)
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ client mods (docs/EXTENDING.md: "Add a client mod", "Add a loss term").
 - `hooks`: optimiser-step hooks.
 - `mods`: the mod interface (ClientRound, ClientMod, chain).
 - `wrappers`: the built-in mods (width slicing, attacks, local DP, injected crashes).
+- `scaffold`: SCAFFOLD's client mod (control-variate correction, the client's c_i).
 - `gradient_mode`: the tier's gradient mode and its check against the model's.
 - `train`: honest local training and `train_client`.
 """

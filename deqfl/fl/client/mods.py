@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
@@ -46,6 +46,10 @@ class ClientRound:
     client_state: dict[str, Tensor] | None
     """The client's persistent state as read from its store (None: the run keeps none);
     the state a round returns travels back in `ClientUpdate.client_state`."""
+    server_extras: dict[str, Tensor] = field(default_factory=dict)
+    """What the server broadcast besides the model (`deqfl.fl.transport.split_extras`),
+    e.g. SCAFFOLD's "control/<key>" tensors; a mod's upload extras go in
+    `ClientUpdate.extras`."""
 
     def replace(self, **changes) -> ClientRound:
         return dataclasses.replace(self, **changes)

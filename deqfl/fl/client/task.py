@@ -55,6 +55,8 @@ class ClientTask:
     """Set for an injected crash: the share of local steps done before it raises."""
     local_dp: PrivacyConfig | None = None
     """Set under local DP: the client clips and noises its update (`deqfl.fl.privacy`)."""
+    control_variates: str = "none"
+    """"scaffold": the client runs SCAFFOLD's mod (`deqfl.fl.client.scaffold`)."""
 
 
 def local_step_count(tier: TierConfig, num_train: int, batch_size: int) -> int:

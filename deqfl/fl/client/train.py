@@ -56,12 +56,14 @@ def train_client(
     *,
     mods: Sequence[ClientMod] = (),
     client_state: dict[str, torch.Tensor] | None = None,
+    server_extras: dict[str, torch.Tensor] | None = None,
 ) -> ClientUpdate:
     """One client's round: `local_training` wrapped in the task's built-in mods
     (`deqfl.fl.client.wrappers.builtin_mods`, outermost) and then `mods` (innermost, in
     order). Starts with the default loss terms and no step hooks; mods may add both.
     `client_state` is the client's persistent state, returned (as the mods leave it) in
-    `ClientUpdate.client_state`. The global state is taken in sorted key order, so draws
+    `ClientUpdate.client_state`; `server_extras` is what the server broadcast besides the
+    model (`ClientRound.server_extras`). The global state is taken in sorted key order, so draws
     made key by key (local DP noise, attacks) do not depend on the order it was decoded in
     (safetensors decodes in an order that varies between processes)."""
     round_ = ClientRound(
@@ -75,6 +77,7 @@ def train_client(
         loss_terms=default_loss_terms(task.options, model),
         step_hooks=(),
         client_state=client_state,
+        server_extras=dict(server_extras or {}),
     )
     return chain([*builtin_mods(task), *mods], local_training)(round_)
 

@@ -11,7 +11,8 @@
 
 `builtin_mods(task)` lists the ones a task asks for, outermost first: width slicing,
 attack, local DP, crash (so the attack tampers with the privatised update, and both see
-the sliced global state).
+the sliced global state), then the algorithm's own mod, innermost, next to honest training:
+SCAFFOLD's (`deqfl.fl.client.scaffold`, `task.control_variates == "scaffold"`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import dataclasses
 from deqfl.fl.attacks import attack_generator, flip_labels, tamper_update
 from deqfl.fl.client.hooks import LocalStep, StepHook
 from deqfl.fl.client.mods import ClientFn, ClientMod, ClientRound
+from deqfl.fl.client.scaffold import scaffold
 from deqfl.fl.client.task import ClientTask
 from deqfl.fl.faults import ClientCrash, crash_step
 from deqfl.fl.privacy import privatize_local
@@ -81,4 +83,6 @@ def builtin_mods(task: ClientTask) -> list[ClientMod]:
         mods.append(local_dp)
     if task.crash_at is not None:
         mods.append(crash)
+    if task.control_variates == "scaffold":
+        mods.append(scaffold)
     return mods

@@ -1,5 +1,6 @@
 """Server-side fusion of client updates: a weighting, an aggregator and a server
-optimiser behind `Fusion`; central DP wraps it (`CentralDPFusion`).
+optimiser behind `Fusion`; central DP wraps it (`CentralDPFusion`), and so does SCAFFOLD
+(`ScaffoldFusion`, `fusion.control_variates = "scaffold"`).
 
     from deqfl.fl.fusion import FusionConfig, make_fusion
     fusion = make_fusion(FusionConfig(weighting="quality", aggregator="mean"), None, 0.0, seed)
@@ -9,11 +10,13 @@ optimiser behind `Fusion`; central DP wraps it (`CentralDPFusion`).
 Built-in weightings: examples, uniform, quality (q from residual, budget or loss).
 Built-in aggregators: mean, fednova, heterofl, median, trimmed-mean, krum, multi-krum.
 Built-in server optimisers: sgd, fedavgm, fedadam, fedyogi, fedadagrad.
-Add your own with `register_weighting` / `register_aggregator` /
-`register_server_optimizer`; docs/FUSION.md says which combinations are allowed.
+Each entry takes its own typed options (`RuleOptions` models; `fusion.weighting_options`,
+`fusion.aggregator_options`, `fusion.server_optimizer_options`). Add your own with
+`register_weighting` / `register_aggregator` / `register_server_optimizer`;
+docs/FUSION.md lists the options and says which combinations are allowed.
 """
 
-from deqfl.fl.fusion.base import Aggregate, Aggregator, Weighting, Weights
+from deqfl.fl.fusion.base import Aggregate, Aggregator, RuleOptions, Weighting, Weights
 from deqfl.fl.fusion.registry import (
     Capabilities,
     register_aggregator,
@@ -25,6 +28,7 @@ from deqfl.fl.fusion import aggregator, optimizer, weighting  # noqa: F401  (reg
 from deqfl.fl.fusion.optimizer.base import OptimizerOptions, ServerOptimizer, Step
 from deqfl.fl.fusion.fusion import Combined, Fusion, FusionResult
 from deqfl.fl.fusion.central_dp import CentralDPFusion, make_fusion
+from deqfl.fl.fusion.scaffold import ScaffoldFusion
 from deqfl.fl.update import ClientUpdate, FusionContext
 
 __all__ = [
@@ -39,6 +43,8 @@ __all__ = [
     "FusionContext",
     "FusionResult",
     "OptimizerOptions",
+    "RuleOptions",
+    "ScaffoldFusion",
     "ServerOptimizer",
     "Step",
     "Weighting",

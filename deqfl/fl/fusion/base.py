@@ -1,24 +1,34 @@
-"""The two pluggable parts of fusion, and what each returns.
+"""The two pluggable parts of fusion, what each returns, and their typed parameters.
 
 A *weighting* turns the round's accepted updates into one non-negative score per update;
 `Fusion` normalises the scores into weights w_k = s_k / sum_j s_j. An *aggregator* turns
-the accepted updates' deltas (x_k - x, float64) and those weights into one delta; the new
-global model is x + server_lr * delta.
+the accepted updates' deltas (x_k - x, float64) and those weights into one delta, which the
+server optimiser applies. Each receives its own typed options (a `RuleOptions` subclass
+declared in its file, filled from `fusion.weighting_options` / `fusion.aggregator_options`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import ClassVar, Protocol
 
 import torch
+from pydantic import BaseModel, ConfigDict
 
 from deqfl.fl.update import ClientUpdate, FusionContext
 from deqfl.fl.validation import ValidatedUpdate
 
-if TYPE_CHECKING:
-    from deqfl.fl.fusion.config import FusionConfig
+
+class RuleOptions(BaseModel):
+    """Base of every fusion rule's typed parameters (unknown keys are errors); a rule
+    registered without options gets an instance of this model, which has no fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    legacy_keys: ClassVar[dict[str, str]] = {}
+    """Flat `fusion.<key>` from before rules had options -> the option it sets; still
+    accepted (`deqfl.fl.fusion.options`)."""
 
 
 @dataclass(frozen=True)
@@ -43,12 +53,16 @@ class Aggregate:
 
 
 class Weighting(Protocol):
+    """(accepted updates, context, this weighting's options) -> one score per update."""
+
     def __call__(
-        self, updates: Sequence[ClientUpdate], ctx: FusionContext, config: FusionConfig
+        self, updates: Sequence[ClientUpdate], ctx: FusionContext, options: RuleOptions
     ) -> Weights: ...
 
 
 class Aggregator(Protocol):
+    """(accepted updates, normalised weights, this aggregator's options) -> fused delta."""
+
     def __call__(
-        self, updates: Sequence[ValidatedUpdate], weights: Sequence[float], config: FusionConfig
+        self, updates: Sequence[ValidatedUpdate], weights: Sequence[float], options: RuleOptions
     ) -> Aggregate: ...

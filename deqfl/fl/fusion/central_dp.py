@@ -28,6 +28,7 @@ import torch
 
 from deqfl.fl.fusion.config import FusionConfig
 from deqfl.fl.fusion.fusion import Combined, Fusion, FusionResult
+from deqfl.fl.fusion.scaffold import ScaffoldFusion
 from deqfl.fl.update import FusionContext
 from deqfl.fl.validation import ValidatedUpdate
 
@@ -111,13 +112,20 @@ class CentralDPFusion:
 
 
 def make_fusion(
-    fusion: FusionConfig, privacy: PrivacyConfig | None, expected_clients: float, seed: int
-) -> Fusion | CentralDPFusion:
+    fusion: FusionConfig, privacy: PrivacyConfig | None, expected_clients: float, seed: int,
+    num_clients: int | None = None,
+) -> Fusion | CentralDPFusion | ScaffoldFusion:
     """The run's fusion: `Fusion(fusion)`, wrapped in `CentralDPFusion` when
     `privacy.mode == 'central'` (`expected_clients` = m, the expected number of sampled
     clients per round; `seed` seeds the noise). Local DP acts on the clients, so its
-    fusion is the plain one."""
+    fusion is the plain one. `fusion.control_variates == 'scaffold'` wraps it in
+    `ScaffoldFusion` over `num_clients` registered clients (required then; the config check
+    refuses SCAFFOLD with DP)."""
     inner = Fusion(fusion)
+    if fusion.control_variates == "scaffold":
+        if num_clients is None:
+            raise ValueError("make_fusion: fusion.control_variates='scaffold' needs num_clients")
+        return ScaffoldFusion(inner, num_clients)
     if privacy is not None and privacy.mode == "central":
         return CentralDPFusion(inner, privacy, expected_clients, seed)
     return inner

@@ -1,5 +1,8 @@
-"""`FusionConfig`: the typed, validated choice of weighting, aggregator, server optimiser
-and their limits."""
+"""`FusionConfig`: the typed, validated choice of weighting, aggregator, server optimiser,
+their options and the validation limits.
+
+Each rule's parameters sit in its own options table, checked by the chosen entry's typed
+model (`deqfl.fl.fusion.options`; old flat keys such as `fusion.quality` still accepted)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from deqfl.errors import ConfigError
+from deqfl.fl.fusion.base import RuleOptions
 from deqfl.fl.fusion.optimizer.base import OptimizerOptions
+from deqfl.fl.fusion.options import canonical_tables, fold_legacy_keys
 from deqfl.fl.fusion.registry import AGGREGATORS, OPTIMIZERS, WEIGHTINGS
 from deqfl.fl.validation import ValidationLimits
 
@@ -28,11 +33,12 @@ class FusionConfig(BaseModel):
         description="How client weights are formed: 'examples' (FedAvg, w_k ~ n_k), "
         "'uniform' (w_k = 1/K), 'quality' (w_k ~ n_k q_k), or a registered name.",
     )
-    quality: Literal["residual", "budget", "loss"] = Field(
-        "residual",
-        description="Source of q_k for weighting='quality': 'residual' "
-        "q_k = 1/(1 + r_k / median r); 'budget' q_k = cap_k / reference_cap; "
-        "'loss' q_k = 1/(1 + L_k / median L) with L_k the held-back loss.",
+    weighting_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Parameters of the chosen weighting, checked by its own model "
+        "(docs/FUSION.md): quality source ('residual' q_k = 1/(1 + r_k / median r), 'budget' "
+        "q_k = cap_k / reference_cap, 'loss' q_k = 1/(1 + L_k / median L); default residual); "
+        "examples, uniform none. Old key still accepted: fusion.quality (= source).",
     )
     residual_floor: float = Field(
         1e-6, gt=0, description="Reported residuals below this are raised to it."
@@ -44,6 +50,14 @@ class FusionConfig(BaseModel):
         "mean",
         description="How weighted deltas are combined: 'mean', 'fednova', 'heterofl' (needed by "
         "width-sliced tiers), 'median', 'trimmed-mean', 'krum', 'multi-krum', or a registered name.",
+    )
+    aggregator_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Parameters of the chosen aggregator, checked by its own model "
+        "(docs/FUSION.md): trimmed-mean trim_fraction (in [0, 0.5), default 0.1); krum "
+        "byzantine (f >= 0, default 1); multi-krum byzantine, select (m >= 1, default null: "
+        "K - f); mean, median, fednova, heterofl none. Old keys still accepted: "
+        "fusion.trim_fraction, fusion.krum_byzantine (= byzantine), fusion.krum_select (= select).",
     )
     server_lr: float = Field(
         1.0,
@@ -63,6 +77,14 @@ class FusionConfig(BaseModel):
         "(docs/FUSION.md): fedavgm lr, momentum; fedadam lr, beta_1, beta_2, tau, "
         "bias_correction; fedyogi lr, beta_1, beta_2, tau; fedadagrad lr, beta_1, tau; sgd none.",
     )
+    control_variates: Literal["none", "scaffold"] = Field(
+        "none",
+        description="'scaffold': SCAFFOLD (Karimireddy et al., ICML 2020, option II) around the "
+        "chosen rule: clients correct their gradients with control variates, which travel with "
+        "the model and the updates (counted in bytes); each client's own control variate is kept "
+        "in the run's client-state store (Flower: on its node). Not with privacy or width-sliced "
+        "tiers. See docs/FUSION.md.",
+    )
     max_norm_factor: float | None = Field(
         10.0,
         ge=1,
@@ -72,21 +94,17 @@ class FusionConfig(BaseModel):
     min_updates: int = Field(
         1, ge=1, description="Fewer valid updates than this: the round is skipped."
     )
-    trim_fraction: float = Field(
-        0.1,
-        ge=0,
-        lt=0.5,
-        description="aggregator='trimmed-mean': fraction of values dropped at each end, "
-        "per coordinate (floor(trim_fraction * K) each side).",
-    )
-    krum_byzantine: int = Field(
-        1, ge=0, description="aggregator='krum'/'multi-krum': assumed number f of attackers."
-    )
-    krum_select: int | None = Field(
-        None,
-        ge=1,
-        description="aggregator='multi-krum': updates averaged (m); null means K - f.",
-    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rule_options(cls, data: Any) -> Any:
+        """Old flat keys into the chosen entries' tables, then each table checked and kept
+        canonical (`deqfl.fl.fusion.options`)."""
+        if not isinstance(data, Mapping):
+            return data
+        defaults = {kind: cls.model_fields[kind].default for kind in ("weighting", "aggregator")}
+        folded = fold_legacy_keys(data, defaults, reserved=set(cls.model_fields))
+        return canonical_tables(folded, defaults)
 
     @field_validator("weighting")
     @classmethod
@@ -152,7 +170,7 @@ class FusionConfig(BaseModel):
                 lines.append(f"{key}: {err['msg']}")
             raise ConfigError("invalid fusion config:\n  " + "\n  ".join(lines)) from None
 
-    def __hash__(self) -> int:  # server_optimizer_options is a dict
+    def __hash__(self) -> int:  # the options tables are dicts
         return hash(self.model_dump_json())
 
     def optimizer_options(self) -> OptimizerOptions:
@@ -161,6 +179,14 @@ class FusionConfig(BaseModel):
         if self.server_optimizer == LEGACY_LR_OPTIMIZER:
             options["lr"] = self.server_lr
         return OPTIMIZERS.get(self.server_optimizer).Options.model_validate(options)
+
+    def weighting_params(self) -> RuleOptions:
+        """The chosen weighting's typed options (from `weighting_options`)."""
+        return WEIGHTINGS.options(self.weighting).model_validate(self.weighting_options)
+
+    def aggregator_params(self) -> RuleOptions:
+        """The chosen aggregator's typed options (from `aggregator_options`)."""
+        return AGGREGATORS.options(self.aggregator).model_validate(self.aggregator_options)
 
     def limits(self) -> ValidationLimits:
         """The bounds `deqfl.fl.validation` applies under this config."""

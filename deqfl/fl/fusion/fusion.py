@@ -103,6 +103,8 @@ class Fusion:
         self.config = config or FusionConfig()
         self.weighting = WEIGHTINGS.get(self.config.weighting)
         self.aggregator = AGGREGATORS.get(self.config.aggregator)
+        self.weighting_options = self.config.weighting_params()
+        self.aggregator_options = self.config.aggregator_params()
         self.optimizer = make_optimizer(self.config)
 
     def fuse(
@@ -127,9 +129,9 @@ class Fusion:
         result: FusionResult,
     ) -> Combined:
         """The configured weighting and aggregator (the default combine stage)."""
-        weights = self.weighting([v.update for v in accepted], ctx, self.config)
+        weights = self.weighting([v.update for v in accepted], ctx, self.weighting_options)
         shares = _normalise(weights, len(accepted))
-        aggregate = self.aggregator(accepted, shares, self.config)
+        aggregate = self.aggregator(accepted, shares, self.aggregator_options)
         effective = shares if aggregate.weights is None else list(aggregate.weights)
         return Combined(delta=aggregate.delta, weights=effective, quality=list(weights.quality))
 

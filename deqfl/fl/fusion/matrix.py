@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from deqfl.fl.fusion.base import RuleOptions
 from deqfl.fl.fusion.compat import DP_FLAGS, coverage_aggregators
 from deqfl.fl.fusion.registry import AGGREGATORS, OPTIMIZERS, WEIGHTINGS, Capabilities
 
@@ -26,20 +27,30 @@ def _mark(value: bool) -> str:
     return "yes" if value else "-"
 
 
-def _flag_table(title: str, names: list[str], flags: list[str], get) -> list[str]:
-    rows = [f"| {title} | " + " | ".join(f"`{f}`" for f in flags) + " |", "|---" * (len(flags) + 1) + "|"]
+def _options(model: type[RuleOptions]) -> str:
+    """`name` (default) per option, then the old flat keys that still set them."""
+    options = ", ".join(f"`{k}` ({f.default})" for k, f in model.model_fields.items()) or "none"
+    old = ", ".join(f"`fusion.{k}` (= `{v}`)" for k, v in model.legacy_keys.items())
+    return f"{options}; old flat keys still accepted: {old}" if old else options
+
+
+def _flag_table(title: str, names: list[str], flags: list[str], registry) -> list[str]:
+    """One row per entry: its capability flags and its options (`<title>_options`)."""
+    header = f"| {title} | " + " | ".join(f"`{f}`" for f in flags) + f" | `{title}_options` (default) |"
+    rows = [header, "|---" * (len(flags) + 2) + "|"]
     for name in names:
-        caps: Capabilities = get(name)
-        rows.append(f"| `{name}` | " + " | ".join(_mark(getattr(caps, f)) for f in flags) + " |")
+        caps: Capabilities = registry.flags(name)
+        marks = " | ".join(_mark(getattr(caps, f)) for f in flags)
+        rows.append(f"| `{name}` | {marks} | {_options(registry.options(name))} |")
     return rows
 
 
 def _optimizer_rows() -> list[str]:
-    rows = ["| server optimiser | `stateful` | state entries | options (default) |", "|---|---|---|---|"]
+    rows = ["| server optimiser | `stateful` | state entries | `server_optimizer_options` (default) |", "|---|---|---|---|"]
     for name in _builtin(OPTIMIZERS.names(), OPTIMIZERS):
         cls = OPTIMIZERS.get(name)
         entries = [f"`{b}/<key>`" for b in cls.BUFFERS] + [f"`{s}`" for s in cls.SCALARS]
-        options = ", ".join(f"`{k}` ({f.default})" for k, f in cls.Options.model_fields.items())
+        options = _options(cls.Options)
         if name == "sgd":
             options = "none; step size `fusion.server_lr` (1.0)"
         rows.append(f"| `{name}` | {_mark(OPTIMIZERS.flags(name).stateful)} | {', '.join(entries) or 'none'} | {options} |")
@@ -78,11 +89,11 @@ def render_matrix() -> str:
     """The generated part of docs/FUSION.md (between its BEGIN and END markers)."""
     lines = [BEGIN, "", "Allowed combinations (anything not listed is refused with a ConfigError):", ""]
     lines += _combination_rows()
-    lines += ["", "Capability flags of the registered rules:", ""]
+    lines += ["", "Capability flags and options of the registered rules:", ""]
     weightings, aggregators = _builtin(WEIGHTINGS.names(), WEIGHTINGS), _builtin(AGGREGATORS.names(), AGGREGATORS)
-    lines += _flag_table("weighting", weightings, ["central_dp", "local_dp"], WEIGHTINGS.flags)
+    lines += _flag_table("weighting", weightings, ["central_dp", "local_dp"], WEIGHTINGS)
     lines += [""]
-    lines += _flag_table("aggregator", aggregators, ["central_dp", "local_dp", "handles_coverage"], AGGREGATORS.flags)
+    lines += _flag_table("aggregator", aggregators, ["central_dp", "local_dp", "handles_coverage"], AGGREGATORS)
     lines += [""] + _optimizer_rows() + ["", END]
     return "\n".join(lines)
 

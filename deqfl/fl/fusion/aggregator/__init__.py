@@ -15,11 +15,11 @@ import importlib
 import pkgutil
 
 # Registration order is the order in which error messages list rules: plain, robust, others.
-from deqfl.fl.fusion.aggregator import mean, median, trimmed_mean, krum, fednova, heterofl
+from deqfl.fl.fusion.aggregator import mean, median, trimmed_mean, krum, multi_krum, fednova, heterofl
 
 # Any other module of this package is a rule too: adding a rule is adding one file.
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in ("ops",):
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["fednova", "heterofl", "krum", "mean", "median", "trimmed_mean"]
+__all__ = ["fednova", "heterofl", "krum", "mean", "median", "multi_krum", "trimmed_mean"]

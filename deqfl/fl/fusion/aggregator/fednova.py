@@ -14,7 +14,7 @@ i.e. delta = tau_eff * sum_i p_i (x_i - x) / ||a_i||_1. With equal tau and rho f
 client this is exactly the weighted mean (FedAvg). tau_i and rho_i are client-reported:
 validation requires tau_i >= 1 and 0 <= rho_i < 1; they are not otherwise bounded, so a
 client understating tau_i inflates its own update (use a robust aggregator where that
-matters).
+matters). No options.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from deqfl.fl.fusion.aggregator.ops import weighted_sum
-from deqfl.fl.fusion.base import Aggregate
-from deqfl.fl.fusion.config import FusionConfig
+from deqfl.fl.fusion.base import Aggregate, RuleOptions
 from deqfl.fl.fusion.registry import register_aggregator
 from deqfl.fl.validation import ValidatedUpdate
 
@@ -37,7 +36,7 @@ def normaliser(tau: int, rho: float) -> float:
 
 @register_aggregator("fednova")
 def fednova(
-    updates: Sequence[ValidatedUpdate], weights: Sequence[float], config: FusionConfig
+    updates: Sequence[ValidatedUpdate], weights: Sequence[float], options: RuleOptions
 ) -> Aggregate:
     norms = [normaliser(u.update.local_steps, u.update.momentum) for u in updates]
     tau_eff = sum(p * a for p, a in zip(weights, norms))

@@ -7,7 +7,7 @@ A width-sliced client trained only the leading slice of each tensor (its update'
 
 with m_k[e] = 1 inside update k's slice (everywhere when `coverage` is None) and 0
 outside; an entry no update trained keeps delta[e] = 0. With every client at full width
-this is `mean`. Plain `mean` on sliced updates would instead shrink every entry outside
+this is `mean` (no options). Plain `mean` on sliced updates would instead shrink every entry outside
 the weak clients' slice towards the old global value by their share of the weight.
 """
 
@@ -17,15 +17,14 @@ from collections.abc import Sequence
 
 import torch
 
-from deqfl.fl.fusion.base import Aggregate
-from deqfl.fl.fusion.config import FusionConfig
+from deqfl.fl.fusion.base import Aggregate, RuleOptions
 from deqfl.fl.fusion.registry import register_aggregator
 from deqfl.fl.validation import ValidatedUpdate
 
 
 @register_aggregator("heterofl", handles_coverage=True)
 def heterofl(
-    updates: Sequence[ValidatedUpdate], weights: Sequence[float], config: FusionConfig
+    updates: Sequence[ValidatedUpdate], weights: Sequence[float], options: RuleOptions
 ) -> Aggregate:
     delta = {}
     for key, like in updates[0].delta.items():

@@ -3,6 +3,7 @@
 Per coordinate, sort the K values; the weighted median is the value where the cumulative
 weight reaches 1/2; where it lands exactly on 1/2 between two values, their mean. With
 equal weights this is the ordinary median (mean of the two middle values for even K).
+No options.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from deqfl.fl.fusion.base import Aggregate
-from deqfl.fl.fusion.config import FusionConfig
+from deqfl.fl.fusion.base import Aggregate, RuleOptions
 from deqfl.fl.fusion.registry import register_aggregator
 from deqfl.fl.validation import ValidatedUpdate
 
@@ -31,7 +31,7 @@ def weighted_median(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor
 
 @register_aggregator("median", local_dp=True)
 def median(
-    updates: Sequence[ValidatedUpdate], weights: Sequence[float], config: FusionConfig
+    updates: Sequence[ValidatedUpdate], weights: Sequence[float], options: RuleOptions
 ) -> Aggregate:
     w = torch.tensor(list(weights), dtype=torch.float64)
     delta = {}

@@ -3,20 +3,34 @@
 Per coordinate, drop the t = floor(trim_fraction * K) smallest and t largest of the K
 values (t is reduced so that at least one value remains) and average the rest with their
 weights, renormalised per coordinate; where the survivors' weights sum to 0, their plain
-mean. Trimming counts values, not weight.
+mean. Trimming counts values, not weight. Option `trim_fraction`
+(`fusion.aggregator_options.trim_fraction`; old flat key `fusion.trim_fraction`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
+from pydantic import Field
 
-from deqfl.fl.fusion.base import Aggregate
-from deqfl.fl.fusion.config import FusionConfig
+from deqfl.fl.fusion.base import Aggregate, RuleOptions
 from deqfl.fl.fusion.registry import register_aggregator
 from deqfl.fl.validation import ValidatedUpdate
+
+
+class TrimmedMeanOptions(RuleOptions):
+    legacy_keys: ClassVar[dict[str, str]] = {"trim_fraction": "trim_fraction"}
+
+    trim_fraction: float = Field(
+        0.1,
+        ge=0,
+        lt=0.5,
+        description="Fraction of values dropped at each end, per coordinate "
+        "(floor(trim_fraction * K) each side).",
+    )
 
 
 def trimmed_mean(values: torch.Tensor, weights: torch.Tensor, trim: int) -> torch.Tensor:
@@ -30,12 +44,12 @@ def trimmed_mean(values: torch.Tensor, weights: torch.Tensor, trim: int) -> torc
     return torch.where(total > 0, weighted, kept.mean(dim=0))
 
 
-@register_aggregator("trimmed-mean", local_dp=True)
+@register_aggregator("trimmed-mean", options=TrimmedMeanOptions, local_dp=True)
 def trimmed(
-    updates: Sequence[ValidatedUpdate], weights: Sequence[float], config: FusionConfig
+    updates: Sequence[ValidatedUpdate], weights: Sequence[float], options: TrimmedMeanOptions
 ) -> Aggregate:
     k = len(updates)
-    trim = min(math.floor(config.trim_fraction * k), (k - 1) // 2)
+    trim = min(math.floor(options.trim_fraction * k), (k - 1) // 2)
     w = torch.tensor(list(weights), dtype=torch.float64)
     delta = {
         key: trimmed_mean(torch.stack([u.delta[key] for u in updates]), w, trim)

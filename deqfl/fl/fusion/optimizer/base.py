@@ -24,15 +24,14 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+
+from deqfl.fl.fusion.base import RuleOptions
 
 Tensors = dict[str, torch.Tensor]
 
 
-class OptimizerOptions(BaseModel):
+class OptimizerOptions(RuleOptions):
     """Base of every optimiser's typed parameters (unknown keys are errors)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""`quality`: w_k = n_k q_k / sum_j n_j q_j, with q_k from `config.quality`.
+"""`quality`: w_k = n_k q_k / sum_j n_j q_j, with q_k from option `source`
+(`fusion.weighting_options.source`; old flat key `fusion.quality`, still accepted).
 
 - residual: q_k = 1 / (1 + r_k / median_j r_j), r_k the client's bounded relative
   residual at the reference budget. q_k is in (0, 1); the median client gets 1/2, a
@@ -16,11 +17,23 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from typing import ClassVar, Literal
 
-from deqfl.fl.fusion.base import Weights
-from deqfl.fl.fusion.config import FusionConfig
+from pydantic import Field
+
+from deqfl.fl.fusion.base import RuleOptions, Weights
 from deqfl.fl.fusion.registry import register_weighting
 from deqfl.fl.update import ClientUpdate, FusionContext
+
+
+class QualityOptions(RuleOptions):
+    legacy_keys: ClassVar[dict[str, str]] = {"quality": "source"}
+
+    source: Literal["residual", "budget", "loss"] = Field(
+        "residual",
+        description="Source of q_k: 'residual' q_k = 1/(1 + r_k / median r); 'budget' "
+        "q_k = cap_k / reference_cap; 'loss' q_k = 1/(1 + L_k / median L), L_k the held-back loss.",
+    )
 
 
 def relative_quality(values: Sequence[float | None]) -> list[float]:
@@ -48,11 +61,11 @@ def budget_quality(updates: Sequence[ClientUpdate], reference_cap: int) -> list[
     ]
 
 
-@register_weighting("quality")
-def quality(updates: Sequence[ClientUpdate], ctx: FusionContext, config: FusionConfig) -> Weights:
-    if config.quality == "residual":
+@register_weighting("quality", options=QualityOptions)
+def quality(updates: Sequence[ClientUpdate], ctx: FusionContext, options: QualityOptions) -> Weights:
+    if options.source == "residual":
         q = relative_quality([u.residual for u in updates])
-    elif config.quality == "loss":
+    elif options.source == "loss":
         q = relative_quality([u.holdout_loss for u in updates])
     else:
         q = budget_quality(updates, ctx.reference_cap)
