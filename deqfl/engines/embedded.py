@@ -15,8 +15,8 @@ with the workers, not with the registered clients. Close the engine at the end o
 
 `evaluate_many(state, rows, requests)` evaluates the global model for the server
 (`deqfl.engines.eval_runner`): with several workers, each request is cut at batch
-boundaries into one piece per worker and the pieces run in parallel; the results are
-bitwise those of one in-process `evaluate` call per request.
+boundaries into `PIECES_PER_WORKER` pieces per worker and the pieces run in parallel; the
+results are bitwise those of one in-process `evaluate` call per request.
 
 Failures: a declared `ClientFailure` (an injected crash, a payload that does not decode)
 becomes an error reply (listed under `rejected`); any other exception inside a client is a
@@ -48,6 +48,11 @@ from deqfl.fl.transport import encode_state
 
 log = logging.getLogger(__name__)
 
+PIECES_PER_WORKER = 4
+"""Pieces of each evaluation request per worker: rows differ in cost (a DEQ batch iterates
+until its slowest sample converges), so several smaller pieces, handed to whichever worker
+is free, even the workers out better than one piece each."""
+
 
 class EmbeddedEngine:
     def __init__(
@@ -64,7 +69,7 @@ class EmbeddedEngine:
         self._runner = ClientRunner(model, dataset, transport_dtype)
         self._evaluator = EvalRunner(model, dataset)
         self._test_rows = len(dataset.y_test)
-        self._workers = workers
+        self._pieces = workers * PIECES_PER_WORKER if workers > 1 else 1
         self._pool = (
             WorkerPool(model_spec, dataset, workers, transport_dtype, threads) if workers > 1 else None
         )
@@ -80,7 +85,7 @@ class EmbeddedEngine:
         (its non-federated buffers at build-time values) on the test rows `rows` (None: all)."""
         payload = encode_state(state)  # float32: the exact global state
         rows = np.arange(self._test_rows) if rows is None else rows
-        split = [split_rows(rows, request.batch_size, self._workers) for request in requests]
+        split = [split_rows(rows, request.batch_size, self._pieces) for request in requests]
         pieces = [(request, part) for request, parts in zip(requests, split) for part in parts]
         if self._pool is not None:
             totals = iter(self._pool.evaluate(payload, pieces))
