@@ -11,6 +11,7 @@ the same final model as an uninterrupted one (same machine and thread count).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -99,7 +100,8 @@ def build_federation(config: ExperimentConfig) -> Federation:
     y_test = torch.as_tensor(dataset.y_test)
     eval_rows = None
     if data.eval_subset and data.eval_subset < len(y_test):
-        eval_rows = np.sort(np.random.default_rng([exp.seed, 0xE7A1]).choice(len(y_test), data.eval_subset, replace=False))
+        draw = np.random.default_rng([exp.seed, 0xE7A1])
+        eval_rows = np.sort(draw.choice(len(y_test), data.eval_subset, replace=False))
     sub_models = {}
     for tier in (t for t in _distinct_tiers(tiers) if t.width < 1):
         try:
@@ -175,10 +177,12 @@ model holding `state` on the test rows `rows` (None: all); `EmbeddedEngine.evalu
 def evaluator(fed: Federation, engine: Engine) -> EvaluateMany:
     """The engine's `evaluate_many` where it has one (the embedded engine: on its workers),
     else the same evaluation here, on `fed.model`."""
-    return getattr(engine, "evaluate_many", None) or (lambda state, rows, requests: _evaluate_here(fed, state, rows, requests))
+    return getattr(engine, "evaluate_many", None) or functools.partial(_evaluate_here, fed)
 
 
-def _evaluate_here(fed: Federation, state, rows: np.ndarray | None, requests: list[EvalRequest]) -> list[EvalResult]:
+def _evaluate_here(
+    fed: Federation, state: dict[str, torch.Tensor], rows: np.ndarray | None, requests: list[EvalRequest]
+) -> list[EvalResult]:
     load_federated_state(fed.model, state)
     x, y = _test_rows(fed, rows)
     return [evaluate(fed.model, x, y, r.forward_cap, r.tol, r.batch_size) for r in requests]
