@@ -13,6 +13,11 @@ worker rebuilds the model from `model_spec` and maps the data set's arrays; memo
 with the workers, not with the registered clients. Close the engine at the end of the run
 (`close()`, or use it as a context manager): that stops the workers.
 
+`evaluate_many(state, rows, requests)` evaluates the global model for the server
+(`deqfl.engines.eval_runner`): with several workers, each request is cut at batch
+boundaries into `PIECES_PER_WORKER` pieces per worker and the pieces run in parallel; the
+results are bitwise those of one in-process `evaluate` call per request.
+
 Failures: a declared `ClientFailure` (an injected crash, a payload that does not decode)
 becomes an error reply (listed under `rejected`); any other exception inside a client is a
 programming error and leaves `run_clients` as `UnexpectedClientError`, which stops the run
@@ -21,20 +26,32 @@ programming error and leaves `run_clients` as `UnexpectedClientError`, which sto
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 import traceback
 from typing import Self
 
+import numpy as np
+import torch
 from torch import nn
 
 from deqfl.data import DatasetArrays
 from deqfl.engines.client_runner import ClientRunner
+from deqfl.engines.eval_runner import EvalRequest, EvalRunner, split_rows
 from deqfl.engines.pool import WorkerPool
 from deqfl.engines.spec import ModelSpec
 from deqfl.errors import UnexpectedClientError
+from deqfl.fl.evaluation import EvalResult
 from deqfl.fl.server import ClientJob, ClientReply
+from deqfl.fl.transport import encode_state
 
 log = logging.getLogger(__name__)
+
+PIECES_PER_WORKER = 4
+"""Pieces of each evaluation request per worker: rows differ in cost (a DEQ batch iterates
+until its slowest sample converges), so several smaller pieces, handed to whichever worker
+is free, even the workers out better than one piece each."""
 
 
 class EmbeddedEngine:
@@ -50,6 +67,9 @@ class EmbeddedEngine:
         if workers > 1 and model_spec is None:
             raise ValueError("an embedded engine with workers > 1 needs the model_spec to rebuild the model")
         self._runner = ClientRunner(model, dataset, transport_dtype)
+        self._evaluator = EvalRunner(model, dataset)
+        self._test_rows = len(dataset.y_test)
+        self._pieces = workers * PIECES_PER_WORKER if workers > 1 else 1
         self._pool = (
             WorkerPool(model_spec, dataset, workers, transport_dtype, threads) if workers > 1 else None
         )
@@ -57,6 +77,21 @@ class EmbeddedEngine:
     def run_clients(self, jobs: list[ClientJob], download: bytes) -> list[ClientReply]:
         replies = self._pool.run(jobs, download) if self._pool is not None else [self._run_here(j, download) for j in jobs]
         return [self._logged(reply) for reply in replies]
+
+    def evaluate_many(
+        self, state: dict[str, torch.Tensor], rows: np.ndarray | None, requests: list[EvalRequest]
+    ) -> list[EvalResult]:
+        """One result per request, in request order: `evaluate` of a model holding `state`
+        (its non-federated buffers at build-time values) on the test rows `rows` (None: all)."""
+        payload = encode_state(state)  # float32: the exact global state
+        rows = np.arange(self._test_rows) if rows is None else rows
+        split = [split_rows(rows, request.batch_size, self._pieces) for request in requests]
+        pieces = [(request, part) for request, parts in zip(requests, split) for part in parts]
+        if self._pool is not None:
+            totals = iter(self._pool.evaluate(payload, pieces))
+        else:
+            totals = (self._evaluator.run(payload, part, request) for request, part in pieces)
+        return [functools.reduce(operator.add, (next(totals) for _ in parts)).result() for parts in split]
 
     def _run_here(self, job: ClientJob, download: bytes) -> ClientReply:
         try:

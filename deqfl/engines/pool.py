@@ -8,7 +8,10 @@ therefore grows with the number of workers, not with the registered clients.
 
 `run(jobs, download)` returns one `ClientReply` per job, in job order. A job that raises
 anything but a declared `ClientFailure` is re-raised here as `UnexpectedClientError`
-carrying the worker's traceback; a worker process that dies is a `RuntimeError`.
+carrying the worker's traceback. `evaluate(payload, pieces)` runs pieces of the server's
+evaluation requests (`EvalRunner`, on the same model copy) and returns their `EvalTotals`
+in order; a piece that raises is a `RuntimeError` carrying the worker's traceback. A
+worker process that dies is a `RuntimeError`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import tempfile
 import threading
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +36,11 @@ import torch
 from deqfl.data import DatasetArrays
 from deqfl.data.folder import ARRAY_NAMES, open_arrays, save_arrays
 from deqfl.engines.client_runner import ClientRunner
+from deqfl.engines.eval_runner import EvalRequest, EvalRunner
 from deqfl.engines.spec import ModelSpec
 from deqfl.errors import UnexpectedClientError
 from deqfl.fl.client import local_step_count
+from deqfl.fl.evaluation import EvalTotals
 from deqfl.fl.server import ClientJob, ClientReply
 
 
@@ -60,17 +66,20 @@ class _Bug:
 
 
 _RUNNER: ClientRunner | None = None
+_EVALUATOR: EvalRunner | None = None
 _PARENT_POLL_SECONDS = 1.0
 
 
 def _start_worker(spec: WorkerSpec) -> None:
-    global _RUNNER  # one runner per worker process, built once
+    global _RUNNER, _EVALUATOR  # one runner and evaluator per worker process, built once, on one model
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle: it closes the pool
     scratch = spec.data_folder if spec.scratch else None
     threading.Thread(target=_exit_with_parent, args=(os.getppid(), scratch), daemon=True).start()
     torch.set_num_threads(spec.threads)
     dataset = open_arrays(Path(spec.data_folder), mmap=True)
-    _RUNNER = ClientRunner(spec.model.build(), dataset, spec.transport_dtype)
+    model = spec.model.build()
+    _RUNNER = ClientRunner(model, dataset, spec.transport_dtype)
+    _EVALUATOR = EvalRunner(model, dataset)
 
 
 def _exit_with_parent(parent: int, scratch: str | None) -> None:
@@ -90,6 +99,14 @@ def _run_job(job: ClientJob, download: bytes) -> ClientReply | _Bug:
         return _RUNNER.run(job, download)
     except Exception:  # noqa: BLE001 - sent back whole, re-raised by the parent
         return _Bug(job.data.client_id, job.task.round, traceback.format_exc())
+
+
+def _run_eval(payload: bytes, rows: np.ndarray, request: EvalRequest) -> EvalTotals:
+    assert _EVALUATOR is not None, "worker used before its initializer ran"
+    try:
+        return _EVALUATOR.run(payload, rows, request)
+    except Exception:  # noqa: BLE001 - any exception pickles as this text
+        raise RuntimeError(f"evaluation {request} failed in a worker process:\n{traceback.format_exc()}") from None
 
 
 def _expected_work(job: ClientJob) -> int:
@@ -129,12 +146,26 @@ class WorkerPool:
     def run(self, jobs: list[ClientJob], download: bytes) -> list[ClientReply]:
         """One result per job, in job order. Jobs are submitted longest first (estimated
         local steps x forward cap), so that the workers finish a round close together."""
-        futures = {}
-        for index in sorted(range(len(jobs)), key=lambda i: -_expected_work(jobs[i])):
-            futures[index] = self._executor.submit(_run_job, jobs[index], download)
-        futures = [futures[i] for i in range(len(jobs))]
+        order = sorted(range(len(jobs)), key=lambda i: -_expected_work(jobs[i]))
+        outcomes = self._results(order, lambda i: self._executor.submit(_run_job, jobs[i], download))
+        for outcome in outcomes:
+            if isinstance(outcome, _Bug):
+                raise UnexpectedClientError(outcome.client_id, outcome.round_number,
+                                            f"[in a worker process]\n{outcome.details}")
+        return outcomes
+
+    def evaluate(self, payload: bytes, pieces: list[tuple[EvalRequest, np.ndarray]]) -> list[EvalTotals]:
+        """`EvalRunner.run(payload, rows, request)` for each piece (request, rows), in piece
+        order; handed out largest first (rows x forward cap)."""
+        order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i][1]) * (pieces[i][0].forward_cap or 1))
+        return self._results(order, lambda i: self._executor.submit(_run_eval, payload, pieces[i][1], pieces[i][0]))
+
+    def _results(self, order: list[int], submit: Callable[[int], Future]) -> list:
+        """Submit item i by `submit(i)` for each i of `order`; their results by index."""
+        submitted = {i: submit(i) for i in order}
+        futures = [submitted[i] for i in range(len(order))]
         try:
-            outcomes = [f.result() for f in futures]
+            return [f.result() for f in futures]
         except BrokenProcessPool as exc:
             raise RuntimeError(
                 f"a worker process of the embedded engine died ({exc}): its start failed (see its "
@@ -143,11 +174,6 @@ class WorkerPool:
         finally:
             for future in futures:
                 future.cancel()
-        for outcome in outcomes:
-            if isinstance(outcome, _Bug):
-                raise UnexpectedClientError(outcome.client_id, outcome.round_number,
-                                            f"[in a worker process]\n{outcome.details}")
-        return outcomes
 
     def close(self) -> None:
         """Stop the workers and remove the scratch arrays. Jobs not started are cancelled;

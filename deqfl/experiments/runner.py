@@ -11,6 +11,7 @@ the same final model as an uninterrupted one (same machine and thread count).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -25,6 +26,7 @@ from deqfl.data import DatasetArrays, load_dataset
 from deqfl.data.clients import client_rows
 from deqfl.devices import prepare_device, resolve_device
 from deqfl.engines.embedded import EmbeddedEngine
+from deqfl.engines.eval_runner import EvalRequest
 from deqfl.engines.spec import ModelSpec
 from deqfl.errors import ConfigError, DeqflError, RunFailed
 from deqfl.experiments import results as rf
@@ -42,7 +44,7 @@ from deqfl.fl.checkpoint import (
 )
 from deqfl.fl.client import ClientData, TrainOptions, tier_backward
 from deqfl.fl.client_state import ClientStateStore
-from deqfl.fl.evaluation import anytime_curve, evaluate
+from deqfl.fl.evaluation import EvalResult, evaluate
 from deqfl.fl.fusion import make_fusion
 from deqfl.fl.profiles import TierConfig, assign_tiers, reference_tier
 from deqfl.fl.record import RoundRecord
@@ -75,8 +77,8 @@ class Federation:
     tiers: list[TierConfig]
     reference: TierConfig
     model: torch.nn.Module
-    x_eval: torch.Tensor
-    y_eval: torch.Tensor
+    eval_rows: np.ndarray | None
+    """The test rows of the per-round evaluation, sorted (`data.eval_subset`; None: all)."""
     x_test: torch.Tensor
     y_test: torch.Tensor
     """The evaluation rows stay on the host; `evaluate` moves one batch at a time."""
@@ -103,11 +105,10 @@ def build_federation(config: ExperimentConfig) -> Federation:
         tier_backward(tier, model)  # a model option that contradicts a tier's gradient mode fails here
     x_test = dataset.normalise(dataset.x_test)
     y_test = torch.as_tensor(dataset.y_test, device="cpu")
+    eval_rows = None
     if data.eval_subset and data.eval_subset < len(y_test):
-        rows = np.sort(np.random.default_rng([exp.seed, 0xE7A1]).choice(len(y_test), data.eval_subset, replace=False))
-        x_eval, y_eval = x_test[rows], y_test[rows]
-    else:
-        x_eval, y_eval = x_test, y_test
+        draw = np.random.default_rng([exp.seed, 0xE7A1])
+        eval_rows = np.sort(draw.choice(len(y_test), data.eval_subset, replace=False))
     sub_models = {}
     for tier in (t for t in _distinct_tiers(tiers) if t.width < 1):
         try:
@@ -117,7 +118,7 @@ def build_federation(config: ExperimentConfig) -> Federation:
                               f"'{config.model.name}': {exc}") from None
     return Federation(
         config, device, dataset, clients, tiers, reference_tier(config.fleet.resolved_tiers()), model,
-        x_eval, y_eval, x_test, y_test, sub_models,
+        eval_rows, x_test, y_test, sub_models,
     )
 
 
@@ -175,29 +176,69 @@ def _settings(fed: Federation) -> RoundSettings:
     )
 
 
-def evaluate_global(fed: Federation, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
-    """Accuracy and loss at the reference budget, accuracy at each tier's budget (a
-    width-sliced tier: its sub-model, sliced from the global model), and the mean relative
-    residual at the reference budget (`global_residual`)."""
+EvaluateMany = Callable[[dict[str, torch.Tensor], np.ndarray | None, list[EvalRequest]], list[EvalResult]]
+"""`(state, rows, requests)` -> one `evaluate` result per request, in request order, of the
+model holding `state` on the test rows `rows` (None: all); `EmbeddedEngine.evaluate_many`."""
+
+
+def evaluator(fed: Federation, engine: Engine) -> EvaluateMany:
+    """The engine's `evaluate_many` where it has one (the embedded engine: on its workers),
+    else the same evaluation here, on `fed.model`."""
+    return getattr(engine, "evaluate_many", None) or functools.partial(_evaluate_here, fed)
+
+
+def _evaluate_here(
+    fed: Federation, state: dict[str, torch.Tensor], rows: np.ndarray | None, requests: list[EvalRequest]
+) -> list[EvalResult]:
+    load_federated_state(fed.model, state)
+    x, y = _test_rows(fed, rows)
+    return [evaluate(fed.model, x, y, r.forward_cap, r.tol, r.batch_size) for r in requests]
+
+
+def _test_rows(fed: Federation, rows: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
+    return (fed.x_test, fed.y_test) if rows is None else (fed.x_test[rows], fed.y_test[rows])
+
+
+def evaluate_global(
+    fed: Federation, rows: np.ndarray | None, evaluate_many: EvaluateMany, anytime: bool = False
+) -> dict[str, Any]:
+    """On the test rows `rows` (None: all): accuracy and loss at the reference budget,
+    accuracy at each tier's budget (a width-sliced tier: its sub-model, sliced from the
+    global model, evaluated here), the mean relative residual at the reference budget
+    (`global_residual`) and, with `anytime`, the accuracy at each budget of
+    `evaluation.anytime_forward_caps` at the reference tolerance (`anytime`). Every other
+    budget is one request of a single `evaluate_many` call, each distinct (cap, tol) once
+    (evaluation is deterministic: a shared budget gives the same numbers)."""
     batch = fed.config.evaluation.batch_size
-    ref = evaluate(fed.model, x, y, fed.reference.forward_cap, fed.reference.tol, batch)
-    tier_accuracy = {}
+    ref = EvalRequest(fed.reference.forward_cap, fed.reference.tol, batch)
     explicit = find_deq(fed.model) is None  # every budget gives the same numbers
-    for tier in _distinct_tiers(fed.tiers):
-        if tier.width < 1:
-            sub = fed.sub_models[tier.width]
-            load_federated_state(sub, slice_state(federated_state(fed.model), sub_shapes(sub)))
-            tier_accuracy[tier.name] = evaluate(sub, x, y, None, None, batch).accuracy
-        elif explicit or (tier.forward_cap == fed.reference.forward_cap and tier.tol == fed.reference.tol):
-            tier_accuracy[tier.name] = ref.accuracy
-        else:
-            tier_accuracy[tier.name] = evaluate(fed.model, x, y, tier.forward_cap, tier.tol, batch).accuracy
-    return {
-        "accuracy": ref.accuracy,
-        "loss": ref.loss,
-        "global_residual": ref.residual,
+    budgets = {t.name: ref if explicit else EvalRequest(t.forward_cap, t.tol, batch)
+               for t in _distinct_tiers(fed.tiers) if t.width >= 1}
+    curve = {str(cap): EvalRequest(cap, fed.reference.tol, batch)
+             for cap in fed.config.evaluation.anytime_forward_caps} if anytime else {}
+    requests = list(dict.fromkeys([ref, *budgets.values(), *curve.values()]))
+    results = dict(zip(requests, evaluate_many(federated_state(fed.model), rows, requests)))
+    tier_accuracy = {
+        t.name: results[budgets[t.name]].accuracy if t.width >= 1 else _sliced_accuracy(fed, t, rows)
+        for t in _distinct_tiers(fed.tiers)
+    }
+    evaluation = {
+        "accuracy": results[ref].accuracy,
+        "loss": results[ref].loss,
+        "global_residual": results[ref].residual,
         "tier_accuracy": tier_accuracy,
     }
+    if anytime:
+        evaluation["anytime"] = {cap: results[request].accuracy for cap, request in curve.items()}
+    return evaluation
+
+
+def _sliced_accuracy(fed: Federation, tier: TierConfig, rows: np.ndarray | None) -> float:
+    """Accuracy of the HeteroFL sub-model of `tier`'s width, sliced from the global model."""
+    sub = fed.sub_models[tier.width]
+    load_federated_state(sub, slice_state(federated_state(fed.model), sub_shapes(sub)))
+    x, y = _test_rows(fed, rows)
+    return evaluate(sub, x, y, None, None, fed.config.evaluation.batch_size).accuracy
 
 
 def _distinct_tiers(tiers: list[TierConfig]) -> list[TierConfig]:
@@ -369,6 +410,7 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
                          num_clients=config.data.num_clients)
     settings = _settings(fed)
     engine = engine_factory(fed)
+    evaluate_many = evaluator(fed, engine)
     state = federated_state(fed.model)
     first_round, wall_before = 1, 0.0
     metrics_path = out_dir / "metrics.jsonl"
@@ -396,12 +438,11 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
         load_federated_state(fed.model, state)
         eval_start = time.perf_counter()
         record = outcome.record
-        for key, value in evaluate_global(fed, fed.x_eval, fed.y_eval).items():
+        every = config.evaluation.anytime_every
+        anytime = find_deq(fed.model) is not None and every > 0 and round_number % every == 0 and round_number != rounds
+        for key, value in evaluate_global(fed, fed.eval_rows, evaluate_many, anytime).items():
             setattr(record, key, value)
         record.client_accuracy = _client_accuracy(record)
-        every = config.evaluation.anytime_every
-        if find_deq(fed.model) is not None and every and round_number % every == 0 and round_number != rounds:
-            record.anytime = _anytime(fed, fed.x_eval, fed.y_eval)
         record.train_seconds = train_seconds
         record.eval_seconds = time.perf_counter() - eval_start
         record.wall_seconds = wall_before + time.perf_counter() - started
@@ -418,7 +459,7 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
             on_round(row)
     if last < rounds:
         return {}
-    return finish(fed, out_dir, state, wall_before + time.perf_counter() - started)
+    return finish(fed, out_dir, state, wall_before + time.perf_counter() - started, evaluate_many)
 
 
 def _on(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -451,21 +492,16 @@ def _summary(exc: Exception) -> str:
     return summary if isinstance(summary, str) else f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
-def _anytime(fed: Federation, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    budgets = fed.config.evaluation.anytime_forward_caps
-    curve = anytime_curve(fed.model, x, y, budgets, fed.reference.tol, fed.config.evaluation.batch_size)
-    return {str(k): v for k, v in curve.items()}
-
-
-def finish(fed: Federation, out_dir: Path, state: dict[str, torch.Tensor], wall: float) -> dict[str, Any]:
-    """Final evaluation on the whole test set, final model, summary and plots."""
+def finish(
+    fed: Federation, out_dir: Path, state: dict[str, torch.Tensor], wall: float, evaluate_many: EvaluateMany
+) -> dict[str, Any]:
+    """Final evaluation on the whole test set (`evaluate_many`), final model, summary and plots."""
     from deqfl.experiments.model_io import save_model  # noqa: PLC0415
     from deqfl.experiments.plots import plot_run  # noqa: PLC0415
 
     config = fed.config
     load_federated_state(fed.model, state)
-    final = evaluate_global(fed, fed.x_test, fed.y_test)
-    anytime = _anytime(fed, fed.x_test, fed.y_test) if find_deq(fed.model) is not None else {}
+    final = evaluate_global(fed, None, evaluate_many, anytime=find_deq(fed.model) is not None)
     records = rf.read_jsonl(out_dir / "metrics.jsonl")
     save_model(out_dir, fed.model, config, fed.reference)
     summary = {
@@ -485,7 +521,7 @@ def finish(fed: Federation, out_dir: Path, state: dict[str, torch.Tensor], wall:
         "best_accuracy": max([r["accuracy"] for r in records] + [final["accuracy"]]),
         "global_residual": final["global_residual"],
         "tier_accuracy": final["tier_accuracy"],
-        "anytime": anytime,
+        "anytime": final.get("anytime", {}),
         "skipped_rounds": sum(1 for r in records if r["skipped"]),
         "bytes_up": sum(r["bytes_up"] for r in records),
         "bytes_down": sum(r["bytes_down"] for r in records),
