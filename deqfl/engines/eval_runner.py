@@ -60,5 +60,5 @@ class EvalRunner:
         if self._local_buffers:
             self.model.load_state_dict(self._local_buffers, strict=False)
         x = self.dataset.normalise(self.dataset.x_test[rows])
-        y = torch.as_tensor(self.dataset.y_test[rows])  # a copy (fancy indexing): mapped arrays are read-only
+        y = torch.as_tensor(self.dataset.y_test[rows], device="cpu")  # a copy (fancy indexing): mapped arrays are read-only
         return evaluate_totals(self.model, x, y, request.forward_cap, request.tol, request.batch_size)

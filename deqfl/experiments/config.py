@@ -65,7 +65,7 @@ class ExperimentSection(_Section):
     tensorboard: bool = Field(False, description="Write TensorBoard event files of every round metric to RUN_DIR/tensorboard (`tensorboard --logdir RUN_DIR/tensorboard`); needs `pip install 'deqfl[tracking]'`.")
     workers: int | None = Field(
         None, gt=0,
-        description="engine=embedded: worker processes that train a round's clients in parallel (started once per run), "
+        description="engine=embedded: worker processes that train a round's clients and run the server's evaluation in parallel (started once per run), "
         "each with `threads` torch threads; 1 trains them one after another in this process. Unset: the usable CPU cores "
         "(os.sched_getaffinity); `deqfl reproduce --parallel K` gives each of its K simultaneous runs max(1, cores // K). "
         "Results are bitwise the same for any value; memory grows with it (a model and one client's data per worker), "
