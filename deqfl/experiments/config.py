@@ -12,7 +12,7 @@ import os
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import pydantic
 import tomli_w
@@ -133,8 +133,15 @@ class SamplingSection(_Section):
 class EvaluationSection(_Section):
     renamed: ClassVar[dict[str, str]] = {"anytime_budgets": "anytime_forward_caps"}
     anytime_every: int = Field(5, ge=0, description="Anytime curve every N rounds (and at the end; 0: only at the end).")
-    anytime_forward_caps: list[Annotated[int, Field(gt=0)]] = renamed_field("anytime_forward_caps", "anytime_budgets", [1, 2, 4, 8, 16, 32], min_length=1, description="Forward caps of the anytime curve, each > 0 (old name, still accepted: anytime_budgets).")
+    anytime_forward_caps: list[int] = renamed_field("anytime_forward_caps", "anytime_budgets", [1, 2, 4, 8, 16, 32], min_length=1, description="Forward caps of the anytime curve, each > 0 (old name, still accepted: anytime_budgets).")
     batch_size: int = Field(500, gt=0, description="Evaluation batch size.")
+
+    @field_validator("anytime_forward_caps")
+    @classmethod
+    def _positive_caps(cls, caps: list[int]) -> list[int]:
+        if any(cap <= 0 for cap in caps):
+            raise ValueError(f"every forward cap must be > 0, got {caps}")
+        return caps
 
 
 class TransportSection(_Section):

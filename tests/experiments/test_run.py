@@ -212,7 +212,7 @@ def test_a_programming_error_stops_the_run_with_a_clear_message(tmp_path):
     ("train.lr=inf", "train.lr"),
     ("train.weight_decay=inf", "train.weight_decay"),
     ("fleet.tiers=[{name='a', share=1.0, speed=inf}]", "fleet.tiers.0.speed"),
-    ("evaluation.anytime_forward_caps=[0, 4]", "evaluation.anytime_forward_caps.0"),
+    ("evaluation.anytime_forward_caps=[0, 4]", "evaluation.anytime_forward_caps"),
     ("experiment.seed=18446744073709551616", "experiment.seed"),
 ])
 def test_values_that_would_fail_late_fail_at_validation(override, key, capsys):
