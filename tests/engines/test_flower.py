@@ -108,6 +108,24 @@ def test_flower_sim_carries_attacks_and_crashes(flower_env):
     assert _max_diff(tmp / "embedded", tmp / "sim") <= 1e-5
 
 
+def test_flower_sim_carries_local_dp(flower_env):
+    """Local DP (each client clips and noises its own update, seeded by seed, round and
+    client) gives the same outcome on the Flower simulation as on the embedded engine:
+    same weights, same epsilon, same final model; and the noise is real (the model differs
+    from the run without DP)."""
+    tmp = flower_env
+    extra = ("experiment.rounds=1", "privacy.mode=local", "privacy.clip_norm=0.5", "privacy.noise_multiplier=0.3",
+             "fusion.weighting=uniform", "fusion.aggregator=mean")
+    run_experiment(_config(tmp, 4, *extra), tmp / "embedded")
+    run_experiment(_config(tmp, 4, 'experiment.engine="flower-sim"', *extra), tmp / "sim")
+    run_experiment(_config(tmp, 4, "experiment.rounds=1", "fusion.weighting=uniform"), tmp / "plain")
+    (emb,), (sim,) = read_jsonl(tmp / "embedded" / "metrics.jsonl"), read_jsonl(tmp / "sim" / "metrics.jsonl")
+    assert emb["epsilon"] == sim["epsilon"] and emb["epsilon"] is not None
+    assert _weights(tmp / "embedded") == _weights(tmp / "sim") and len(emb["clients"]) == 4
+    assert _max_diff(tmp / "embedded", tmp / "sim") <= 1e-5
+    assert _max_diff(tmp / "embedded", tmp / "plain") > 1e-3
+
+
 def test_flower_sim_carries_heterofl_sub_models(flower_env):
     """Width-sliced tiers (HeteroFL) on the Flower simulation: the ClientApp trains the
     sub-model and the server embeds it, with the embedded engine's bytes and final model."""
