@@ -1,7 +1,8 @@
 """`deqfl bench robustness`: final accuracy per (attack, fusion rule), and the targets.
 
-Every (attack, rule) pair is one small federated run (embedded engine, every client every
-round so the attackers' share is exact): by default MNIST, the first 5000 training rows,
+Every (attack, rule) pair is one small federated run (on the engine `--engine` names: the
+embedded one by default, or Flower's simulation; every client every round so the
+attackers' share is exact): by default MNIST, the first 5000 training rows,
 10 clients (IID), 4 rounds, the DEQ classifier, the three-tier fleet; the per-round
 evaluation uses 1000 test rows and the final accuracy the whole test set (at the
 reference budget; the anytime curve only at budget 16). One run measured 36 s on two
@@ -27,6 +28,7 @@ most 2 points under a robust rule.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -83,6 +85,8 @@ def register_bench(benches) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
     parser.add_argument("--attacks", help=f"comma-separated subset of: {', '.join(ATTACKS)}")
     parser.add_argument("--rules", help=f"comma-separated subset of: {', '.join(RULES)}")
+    parser.add_argument("--engine", choices=["embedded", "flower-sim"], default="embedded",
+                        help="engine of every run (default embedded; flower-sim: Flower's simulation on Ray)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="extra config override applied to every run (repeatable)")
     parser.set_defaults(func=main)
@@ -109,7 +113,7 @@ def base_overrides(args) -> list[str]:
         "experiment.checkpoint_every=0", "evaluation.anytime_every=0", "evaluation.anytime_budgets=[16]",
         "sampling.fraction=1.0", f"sampling.min_clients={args.clients}",
         f"fleet.preset={json.dumps(args.fleet)}",
-        "train.residual_samples=64",
+        "train.residual_samples=64", f"experiment.engine={json.dumps(args.engine)}",
     ]
     if args.data_dir:
         items.append(f"data.data_dir={json.dumps(args.data_dir)}")
@@ -174,6 +178,8 @@ def evaluate_targets(results: list[dict[str, Any]]) -> dict[str, Any]:
 def main(args) -> int:
     attacks = _pick(args.attacks, ATTACKS, "attacks")
     rules = _pick(args.rules, RULES, "rules")
+    if args.engine == "flower-sim":  # Ray's session folders, sockets and logs stay in a folder of this bench
+        os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="deqfl-ray-"))
     console = Console()
     results = []
     started = time.perf_counter()
