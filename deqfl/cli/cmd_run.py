@@ -42,7 +42,8 @@ def register(subparsers) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     from deqfl.experiments.config import load_config  # noqa: PLC0415 - keep --help fast
-    from deqfl.experiments.runner import load_run_config, run_experiment  # noqa: PLC0415
+    from deqfl.experiments.run_dir import load_run_config  # noqa: PLC0415
+    from deqfl.experiments.runner import run_experiment  # noqa: PLC0415
 
     overrides = list(args.overrides)
     if args.data_dir:

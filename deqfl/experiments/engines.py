@@ -30,7 +30,8 @@ from typing import Any
 from deqfl.errors import ConfigError
 from deqfl.experiments.config import ExperimentConfig
 from deqfl.experiments.results import read_jsonl
-from deqfl.experiments.runner import RoundCallback, embedded_engine, prepare_run_dir, run_rounds
+from deqfl.experiments.run_dir import prepare_run_dir
+from deqfl.experiments.runner import RoundCallback, embedded_engine, run_rounds
 
 Launcher = Callable[[ExperimentConfig, Path, bool, RoundCallback | None, int | None], dict[str, Any]]
 

@@ -20,7 +20,8 @@ from deqfl.devices import check_device_name, module_device, prepare_device, reso
 from deqfl.errors import ConfigError
 from deqfl.experiments.config import load_config
 from deqfl.experiments.results import read_jsonl
-from deqfl.experiments.runner import run_config_hash, run_experiment
+from deqfl.experiments.run_dir import run_config_hash
+from deqfl.experiments.runner import run_experiment
 from deqfl.fl.transport import decode_state, encode_state
 
 CUDA = torch.cuda.is_available()

@@ -119,7 +119,7 @@ def test_a_run_directory_with_empty_metrics_and_another_runs_checkpoints_is_not_
 
 
 def test_the_run_hash_ignores_file_locations_and_defaults_spelled_out():
-    from deqfl.experiments.runner import run_config_hash
+    from deqfl.experiments.run_dir import run_config_hash
 
     base = load_config(None, TINY)
     same = [
@@ -141,7 +141,7 @@ def test_a_config_toml_that_is_not_toml_is_a_clear_error(runs, tmp_path):
 
 
 def test_resume_rolls_the_client_state_store_back_to_the_checkpoints(runs, tmp_path):
-    from deqfl.experiments.runner import run_config_hash
+    from deqfl.experiments.run_dir import run_config_hash
     from deqfl.fl.checkpoint import load_latest_checkpoint, save_checkpoint
     from deqfl.fl.client_state import ClientStateStore
 
