@@ -88,6 +88,27 @@ def update_record(update: ClientUpdate, upload: bytes) -> RecordDict:
 
 
 def update_from_record(content: RecordDict) -> tuple[dict[str, Any], bytes]:
-    """The update's fields (all but the state) and the uploaded payload."""
-    record = content.config_records[UPDATE_KEY]
-    return json.loads(str(record["update"])), bytes(record["payload"])  # type: ignore[arg-type]
+    """The update's fields (a parsed JSON object, all but the state: the server's intake
+    checks their values) and the uploaded payload. A reply without an `update` record,
+    whose `payload` is not bytes or whose `update` is not the text of a JSON object
+    raises ValueError saying which; the
+    values are taken as sent, never converted (`bytes(n)` of an int would allocate n
+    bytes)."""
+    records = content.config_records
+    if UPDATE_KEY not in records:
+        raise ValueError(f"no {UPDATE_KEY!r} record (records: {sorted(content.keys())[:5]})")
+    record = records[UPDATE_KEY]
+    payload, text = record.get("payload"), record.get("update")
+    if not isinstance(payload, bytes):
+        raise ValueError(f"'payload' must be bytes, got {type(payload).__name__}")
+    if not isinstance(text, str):
+        raise ValueError(f"'update' must be JSON text, got {type(text).__name__}")
+    try:
+        fields = json.loads(text)
+    except RecursionError:
+        raise ValueError("'update' is nested too deeply") from None
+    except ValueError as exc:  # not JSON, or an integer of more digits than Python parses
+        raise ValueError(f"'update' is not JSON: {exc}") from None
+    if not isinstance(fields, dict):
+        raise ValueError(f"'update' must be a JSON object, got {type(fields).__name__}")
+    return fields, payload
