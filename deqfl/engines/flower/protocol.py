@@ -14,6 +14,10 @@ encoded in the wire dtype) and `update` (JSON of the `ClientUpdate` fields but t
 A query message (`MessageType.QUERY`) asks a node which client id it hosts; the reply's
 `"node"` record carries `partition-id`, `num-partitions` and, if set, `tier`.
 Errors travel as Flower error replies; the engine turns them into rejected clients.
+
+Importing this module imports no torch: deqfl's training modules are imported by the
+functions that pack and unpack tasks and updates (a ClientApp process answering a query
+message needs none of them).
 """
 
 from __future__ import annotations
@@ -22,14 +26,13 @@ import dataclasses
 import hashlib
 import json
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import ConfigRecord, RecordDict
-from pydantic import BaseModel
 
-from deqfl.fl.client import ClientTask
-from deqfl.fl.reply import update_fields
-from deqfl.fl.update import ClientUpdate
+if TYPE_CHECKING:
+    from deqfl.fl.client import ClientTask
+    from deqfl.fl.update import ClientUpdate
 
 TASK_KEY = "task"
 UPDATE_KEY = "update"
@@ -47,16 +50,22 @@ def config_digest(config_toml: str) -> str:
 def task_to_json(task: ClientTask) -> str:
     """Every `ClientTask` field, generically (pydantic models and dataclasses as dicts), so
     fields added to the task later travel without touching this module."""
+    from deqfl.fl.client import ClientTask  # noqa: PLC0415
+
     return json.dumps({f.name: _plain(getattr(task, f.name)) for f in dataclasses.fields(ClientTask)})
 
 
 def task_from_json(text: str) -> ClientTask:
+    from deqfl.fl.client import ClientTask  # noqa: PLC0415
+
     raw = json.loads(text)
     hints = typing.get_type_hints(ClientTask)
     return ClientTask(**{name: _typed(hints[name], value) for name, value in raw.items()})
 
 
 def _plain(value: Any) -> Any:
+    from pydantic import BaseModel  # noqa: PLC0415
+
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -65,6 +74,8 @@ def _plain(value: Any) -> Any:
 
 
 def _typed(annotation: Any, value: Any) -> Any:
+    from pydantic import BaseModel  # noqa: PLC0415
+
     if value is None:
         return None
     candidates = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
@@ -84,6 +95,8 @@ def task_record(client_id: int, task: ClientTask, download: bytes, config_toml: 
 
 
 def update_record(update: ClientUpdate, upload: bytes) -> RecordDict:
+    from deqfl.fl.reply import update_fields  # noqa: PLC0415
+
     return RecordDict({UPDATE_KEY: ConfigRecord({"payload": upload, "update": json.dumps(update_fields(update))})})
 
 
