@@ -194,6 +194,34 @@ def test_deployment_plain_survives_a_killed_supernode(flower_env):
     assert _stopped(fleet, pids)
 
 
+def test_deployment_carries_an_attack_against_krum(flower_env):
+    """A scaling attacker (x + 10 Delta) on a loopback deployment (a SuperLink and 4
+    SuperNodes, one ClientApp process per message) against Krum: the attacker gets no
+    weight, and the round is the embedded engine's (same malicious set, weights, model)."""
+    tmp = flower_env
+    extra = ("experiment.rounds=1", "attack.kind=scale", "attack.clients=[1]", "fusion.aggregator=krum",
+             "fusion.weighting=uniform")
+    run_experiment(_config(tmp, 4, *extra), tmp / "embedded")
+    fleet = Fleet(4, tmp / "fleet", max_seconds=300)
+    pids: list[int] = []
+    try:
+        fleet.start()
+        config = _config(tmp, 4, *extra, 'experiment.engine="flower"', f'flower.superlink="{fleet.address}"',
+                         "flower.round_timeout=120")
+        run_on_superlink(config, tmp / "run", timeout=240)
+        pids.extend(fleet.pids() + [c for p in fleet.pids() for c in _children(p)])
+    finally:
+        pids.extend(fleet.pids())
+        fleet.stop()
+    assert _stopped(fleet, pids)
+    _assert_results(tmp / "run", rounds=1)
+    (emb,), (dep,) = read_jsonl(tmp / "embedded" / "metrics.jsonl"), read_jsonl(tmp / "run" / "metrics.jsonl")
+    assert emb["malicious"] == dep["malicious"] == [1] and emb["rejected"] == dep["rejected"] == []
+    assert emb["malicious_weight"] == dep["malicious_weight"] == 0.0
+    assert _weights(tmp / "embedded") == _weights(tmp / "run")
+    assert _max_diff(tmp / "embedded", tmp / "run") <= 1e-5
+
+
 def test_deployment_tls_with_supernode_auth(flower_env):
     tmp = flower_env
     certs = make_certs(tmp / "certs", nodes=3)
