@@ -58,7 +58,8 @@ class CellChoice(ModelOptions):
                       "residual, multiscale).")
     cell_options: dict[str, Any] | None = Field(
         None, description="The cell's own options: none for residual; for multiscale `branches` (1-4, width "
-        "channels * 2^i), `stem_strides` (0-3: solve at the image side / 2^k) and `pool` (head's pooled side).",
+        "channels * 2^i), `stem_strides` (0-3: solve at the image side / 2^k) and `pool` (head's pooled side). Keys given "
+        "override the model's default ones.",
     )
 
     def resolved_cell_options(self) -> dict[str, Any]:
