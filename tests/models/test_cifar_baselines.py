@@ -2,11 +2,13 @@
 round of a multiscale DEQ on the embedded engine."""
 
 import json
+import pickle
 
 import pytest
 import torch
 from torch import nn
 
+from deqfl.engines.spec import ModelSpec
 from deqfl.errors import ConfigError
 from deqfl.experiments.config import load_config
 from deqfl.experiments.runner import run_experiment
@@ -62,3 +64,14 @@ def test_one_embedded_round_with_a_multiscale_deq(tmp_path):
     assert summary["model"] == "mdeq-tiny-16" and summary["rounds"] == 1
     assert 0.0 <= summary["final_accuracy"] <= 1.0
     assert set(summary["anytime"]) == {"1", "4"}
+
+
+@pytest.mark.parametrize("name,options", [("mdeq-small-8", {"channels": 4, "cell_options": {"pool": 2}}),
+                                          ("resnet-8", {"widths": [8, 16, 16]})])
+def test_a_worker_rebuilds_the_same_model_from_its_spec(name, options):
+    spec = ModelSpec(name, (3, 32, 32), 10, options, seed=3)
+    rebuilt = pickle.loads(pickle.dumps(spec)).build()
+    torch.manual_seed(3)
+    own = build_model(name, (3, 32, 32), 10, **options)
+    assert list(rebuilt.state_dict()) == list(own.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(), own.state_dict().values()))
