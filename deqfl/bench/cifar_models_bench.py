@@ -13,8 +13,9 @@ For each model, on random 3x32x32 inputs (10 classes), one torch thread by defau
   bound: a converged solve stops earlier); `cpu_seconds_per_sample[batch]`: the process's
   CPU time instead (with one thread, about the wall time on an idle machine);
 - `iterations_at_init`: a DEQ's mean per-sample forward iterations at its own tolerance
-  (1e-3 relative) and cap 18 on the untrained model, and `relative_to_resnet20`: the
-  seconds per sample over ResNet-20's at the same batch size.
+  (1e-3 relative) and cap 18 on the untrained model, and `seconds_relative_to_resnet20` /
+  `cpu_seconds_relative_to_resnet20`: the (CPU) seconds per sample over ResNet-20's at
+  the same batch size.
 With `--cifar-dir`, `trained[model]`: each of `--train-models` trained centrally on CIFAR-10
 for `--train-steps` Adam steps (lr 1e-3, batch 64, seed 0, no augmentation; a DEQ at its
 own solver: cap 16, tolerance 1e-3) and then evaluated on 1,000 test images (a seeded random subset):

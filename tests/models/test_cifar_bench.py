@@ -26,7 +26,7 @@ def test_bench_writes_its_figures(tmp_path):
                  "--steps", "1", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     deq, resnet = report["models"]["mdeq-tiny-8"], report["models"]["resnet-20"]
-    assert resnet["params"] == 269_722 and resnet["relative_to_resnet20"]["explicit"]["4"] == 1.0
+    assert resnet["params"] == 269_722 and resnet["cpu_seconds_relative_to_resnet20"]["explicit"]["4"] == 1.0
     assert set(deq["seconds_per_sample"]) == {"cap4"} and deq["seconds_per_sample"]["cap4"]["4"] > 0
     assert deq["cpu_seconds_per_sample"]["cap4"]["4"] > 0
     assert 1 <= deq["iterations_at_init"] <= 18
