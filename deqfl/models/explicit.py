@@ -134,8 +134,8 @@ class CifarResNet(nn.Module):
     """The CIFAR ResNet-(6n+2) of He et al. (CVPR 2016, section 4.2), GroupNorm for BatchNorm:
     conv3x3(c -> w_1) + GN + relu, then one stage per width w_s of n CifarBlocks (the first of
     each stage after the first at stride 2), global average pool, linear. Widths (16, 32, 64)
-    and n = 3, 2, 1 give ResNet-20, -14, -8 (272,474 parameters for ResNet-20 with 10 classes,
-    the paper's 0.27M: GroupNorm's affine parameters number BatchNorm's)."""
+    and n = 3, 2, 1 give ResNet-20, -14, -8 (269,722 parameters for ResNet-20 with 10 classes,
+    the paper's 0.27M; GroupNorm's affine parameters number BatchNorm's)."""
 
     def __init__(self, input_shape: tuple[int, int, int], num_classes: int, blocks: int,
                  widths: tuple[int, ...] = (16, 32, 64)) -> None:

@@ -10,11 +10,11 @@ normalisation (`deqfl.deq.stability`, ||W||_F < max_norm):
     z'_i = relu(u_i + b_i + sum_{j<i} D_ij(b_j) + sum_{j>i} up(U_ij * b_j))
 
 D_ij: i - j strided 3x3 convolutions (relu between them), C_j -> ... -> C_i; U_ij: a 1x1
-convolution C_j -> C_i, then nearest upsampling to H_i x W_i. With one branch and no
-GroupNorm this is the residual cell. The injection enters before the GroupNorm, so the
-normalised quantity has the variance of u even at z = 0 (a GroupNorm of a z-only quantity
-has an unbounded Jacobian where that quantity is constant, as at z0 = 0). The
-stem computes u_0 = GN(conv3x3(x)) (after its strided convolutions) and
+convolution C_j -> C_i, then nearest upsampling to H_i x W_i. With one branch, without the
+GroupNorm and the inner injection, this is the residual cell. The injection enters before
+the GroupNorm, so the normalised quantity has the variance of u even at z = 0 (a GroupNorm
+of a z-only quantity has an unbounded Jacobian where that quantity is constant, as at
+z0 = 0). The stem computes u_0 = GN(conv3x3(x)) (after its strided convolutions) and
 u_i = GN(conv3x3_stride2(relu(u_{i-1}))); the head GroupNorms each branch, average-pools
 it to min(pool, H_i) x min(pool, W_i) and feeds the concatenation to a linear layer.
 
