@@ -137,14 +137,14 @@ class MultiscaleCell(nn.Module):
             _conv(F.relu(norm(_conv(z_i, w1) + u_i)), w2)
             for z_i, u_i, w1, norm, w2 in zip(zs, us, self.conv1, self.norm, self.conv2)
         ]
-        out = []
-        for i, (u_i, row) in enumerate(zip(us, self.fuse)):
-            y = u_i + b[i]
+        fused = []
+        for i, row in enumerate(self.fuse):
+            y = b[i]
             for j, fuse in enumerate(row):
                 if j != i:
                     y = y + fuse(b[j])
-            out.append(F.relu(y))
-        return self.branches.pack(out)
+            fused.append(y)
+        return F.relu(self.branches.pack(fused) + u)  # u added flat: contiguous, unlike its branch views
 
 
 class MultiscaleStem(nn.Module):
