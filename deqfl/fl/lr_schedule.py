@@ -48,7 +48,7 @@ class LrSchedule:
             return base_lr * round_number / (self.warmup_rounds + 1)
         t, total = round_number - self.warmup_rounds - 1, self.rounds - self.warmup_rounds
         if self.kind == "cosine":
-            return self.lr_min + (base_lr - self.lr_min) * (1 + math.cos(math.pi * t / total)) / 2
+            return base_lr - (base_lr - self.lr_min) * (1 - math.cos(math.pi * t / total)) / 2  # exactly lr at t = 0
         if self.kind == "step":
             return base_lr * self.step_factor ** (t // self.step_rounds)
         return base_lr

@@ -30,6 +30,7 @@ def test_constant_is_the_base_rate_itself():
 def test_cosine_at_the_first_middle_and_last_round():
     schedule = LrSchedule("cosine", rounds=10, lr_min=0.01)
     assert schedule.lr(1, 0.1) == 0.1  # t = 0: cos 0 = 1
+    assert LrSchedule("cosine", rounds=10, lr_min=0.001).lr(1, 0.01) == 0.01  # exactly the base rate
     assert schedule.lr(6, 0.1) == pytest.approx(0.055, rel=1e-12)  # t = 5 of 10: cos(pi / 2) = 0, halfway
     last = 0.01 + 0.09 * (1 - 0.9510565162951535) / 2  # t = 9 of 10: cos(0.9 pi) = -cos(0.1 pi)
     assert schedule.lr(10, 0.1) == pytest.approx(last, rel=1e-12)
