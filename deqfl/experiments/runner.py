@@ -45,6 +45,7 @@ from deqfl.fl.client import ClientData, TrainOptions, tier_backward
 from deqfl.fl.client_state import ClientStateStore
 from deqfl.fl.evaluation import EvalResult, evaluate
 from deqfl.fl.fusion import make_fusion
+from deqfl.fl.lr_schedule import LrSchedule
 from deqfl.fl.profiles import TierConfig, assign_tiers, reference_tier
 from deqfl.fl.record import RoundRecord
 from deqfl.fl.sampling import eligible_clients
@@ -162,7 +163,12 @@ def _settings(fed: Federation) -> RoundSettings:
         options=TrainOptions(
             lr=c.train.lr, momentum=c.train.momentum, weight_decay=c.train.weight_decay,
             batch_size=c.train.batch_size, proximal_mu=c.train.proximal_mu,
-            residual_samples=c.train.residual_samples,
+            residual_samples=c.train.residual_samples, optimizer=c.train.optimizer,
+            optimizer_options=dict(c.train.optimizer_options), augment=c.data.augment,
+        ),
+        lr_schedule=LrSchedule(
+            c.train.lr_schedule, c.experiment.rounds, c.train.lr_min, c.train.lr_warmup_rounds,
+            c.train.lr_step_rounds, c.train.lr_step_factor,
         ),
         attack=c.attack if c.attack.active else None,
         malicious=tuple(malicious_clients(c.attack, c.data.num_clients, c.experiment.seed)),

@@ -110,6 +110,7 @@ def _record(plan: RoundPlan, intake: Intake, result: FusionResult, settings: Rou
         malicious=plan.malicious,
         malicious_weight=sum(result.weights.get(c, 0.0) for c in plan.malicious),
         epsilon=dp.epsilon(settings.privacy, plan.round, settings.fraction),
+        lr=plan.lr,
     )
 
 
