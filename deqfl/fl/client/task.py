@@ -26,8 +26,9 @@ class ClientData:
 class TrainOptions:
     """Local training: SGD(lr, momentum, weight_decay) on batches of `batch_size`, FedProx's
     proximal weight `proximal_mu` (0: off), up to `residual_samples` rows for the residual
-    probe, and the weight of the DEQ's Jacobian penalty in the loss (used when the model's
-    `jac_reg_samples` > 0)."""
+    probe, the weight of the DEQ's Jacobian penalty in the loss (used when the model's
+    `jac_reg_samples` > 0), and warm starts (`deqfl.fl.client.warm_start`: each training
+    solve starts from the sample's cached fixed point, stored in `warm_start_dtype`)."""
 
     lr: float
     momentum: float
@@ -36,6 +37,8 @@ class TrainOptions:
     proximal_mu: float
     residual_samples: int
     jacobian_weight: float = 1.0
+    warm_start: bool = False
+    warm_start_dtype: str = "float16"
 
 
 @dataclass(frozen=True)

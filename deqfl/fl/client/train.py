@@ -163,6 +163,9 @@ def _train(round_: ClientRound, backward: BackwardMode) -> _Trained:
             order, cursor = _shuffled(n, order_gen, round_.y_train.device), 0
         batch = order[cursor : cursor + trained.batch_size]
         cursor += trained.batch_size
+        step.batch = batch
+        for hook in round_.step_hooks:
+            hook.before_forward(step)
         with solver_budget(model, task.forward_cap, tier.tol, backward, probe_gen, keep_fixed_points=True) as solves:
             logits = model(round_.x_train[batch])
         inputs = LossInputs(logits, round_.y_train[batch], params, anchor, solves, round_.client_state)
