@@ -177,6 +177,19 @@ def test_the_key_off_keeps_no_state_and_a_first_pass_is_bitwise_the_same(dataset
     assert twice.metrics["iterations"] < first.metrics["iterations"]
 
 
+def test_a_warm_z0_keeps_the_cold_starts_memory_layout(dataset):
+    torch.manual_seed(0)
+    model = build_model("deq-mnist", (1, 8, 8), channels=4)
+    update, _ = run(model, dataset, task(N // BATCH, cap=6))
+    layouts = []
+    model.deq.register_forward_hook(
+        lambda m, args, kwargs, out: layouts.append(kwargs["z0"].is_contiguous(memory_format=torch.channels_last))
+        if "z0" in kwargs else None, with_kwargs=True,
+    )
+    run(model, dataset, task(N // BATCH, round_=2, cap=6), update.client_state)
+    assert len(layouts) == N // BATCH and all(layouts)  # every step warm, in channels_last as the cold start
+
+
 def test_bytes_per_sample_follow_the_fixed_point_shape():
     model = build_model("deq-mnist", (1, 28, 28), channels=16)
     assert fixed_point_shapes(model, (1, 28, 28)) == {"deq": (16, 14, 14)}

@@ -12,7 +12,8 @@ the same position every round):
 and after the step's forward stores the layer's output (detached; f(z*) under JFB/IFT,
 the solver's z otherwise) at those positions, so the next solve of that sample (later in
 the round or in a later round) starts there. A batch of misses only runs exactly as
-without warm starts (no z0 is passed). Only training forwards are warm-started: the
+without warm starts (no z0 is passed); z0 has the cold start's memory layout (the solver
+works in z0's layout: channels_last is the fast one of the cells on the CPU). Only training forwards are warm-started: the
 residual probe, the held-back evaluation and the server's evaluation start cold, so the
 reported residual and the quality weights still measure the model, not the cache. z0 is
 detached (a cached point has no graph; a mixed batch's cold rows are computed without
@@ -68,7 +69,9 @@ class _Layer:
     seen: Tensor
     """bool [n]."""
     checked: bool = False
-    """Whether `z`'s shape was checked against the layer's fixed point this round."""
+    """Whether `z`'s shape was checked against the layer's cold start this round."""
+    memory_format: torch.memory_format = torch.contiguous_format
+    """The cold start's memory layout (z0 follows it: the solver works in z0's layout)."""
 
 
 class WarmStartCache(StepHook):
@@ -129,14 +132,14 @@ class WarmStartCache(StepHook):
             if not bool(hits.any()):
                 return None
             if bool(hits.all()) and layer.checked:
-                z0 = layer.z[batch].to(args[0].dtype)
+                z0 = layer.z[batch].to(args[0].dtype).contiguous(memory_format=layer.memory_format)
             else:
                 with torch.no_grad():
                     z0 = deq.initial_state(deq.inject(args[0])).detach().clone()
                 if tuple(z0.shape[1:]) != tuple(layer.z.shape[1:]):
                     layer.z, layer.seen = None, torch.zeros_like(layer.seen)
                     return None
-                layer.checked = True
+                layer.checked, layer.memory_format = True, _memory_format(z0)
                 z0[hits] = layer.z[batch[hits]].to(z0.dtype)
             return args, {**kwargs, "z0": z0}
 
@@ -151,13 +154,17 @@ class WarmStartCache(StepHook):
             if layer.z is None or tuple(layer.z.shape[1:]) != tuple(z.shape[1:]):
                 layer.z = torch.zeros((len(self.rows), *z.shape[1:]), dtype=self.dtype, device=self.device)
                 layer.seen = torch.zeros_like(layer.seen)
-                layer.checked = True
             finite = torch.isfinite(z.reshape(len(z), -1)).all(1)
             limit = torch.finfo(self.dtype).max
             layer.z[batch] = torch.where(finite.view(-1, *[1] * (z.dim() - 1)), z.clamp(-limit, limit), 0).to(self.dtype)
             layer.seen[batch] = finite
 
         return hook
+
+
+def _memory_format(z: Tensor) -> torch.memory_format:
+    channels_last = z.dim() == 4 and z.is_contiguous(memory_format=torch.channels_last) and not z.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def warm_start(round_: ClientRound, call_next: ClientFn) -> ClientUpdate:
