@@ -18,8 +18,9 @@ download and upload, times a straggler's slowdown) decides deadlines; a width-sl
 client's state is written back into the global shape with the server's `coverage`.
 A reply's client state (`ClientReply.client_state`: the client's own, never uploaded) is
 kept for the store (`Intake.client_states`) when it is well-formed (at most `state_limit`
-bytes plus `state_per_sample` per training row of the client, checked before decoding, decoding to tensors with finite values), whether or not
-the update is then used:
+bytes plus `state_per_sample` per training row of the client (the warm-start cache's
+`RoundSettings.client_state_per_sample`), checked before decoding, decoding to tensors
+with finite values), whether or not the update is then used:
 the client keeps its state whatever the server does with its upload. A malformed one is a
 rejection and is not kept.
 Only declared client failures (`deqfl.errors.ClientFailure`: errors the engine reported,

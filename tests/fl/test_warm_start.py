@@ -17,7 +17,13 @@ from deqfl.deq.module import DEQ
 from deqfl.deq.solvers import SolverConfig
 from deqfl.fl.client import ClientData, ClientTask, LocalStep, StepHook, TrainOptions, train_client
 from deqfl.fl.client.warm_start import ROWS, SEEN, Z, WarmStartCache, cache_bytes_per_sample, fixed_point_shapes
+from deqfl.fl.client_state import ClientStateStore
+from deqfl.fl.fusion import Fusion, FusionConfig
+from deqfl.fl.intake import state_limit
 from deqfl.fl.profiles import TierConfig
+from deqfl.fl.reply import ClientReply
+from deqfl.fl.server import RoundSettings, run_round
+from deqfl.fl.update import ClientUpdate
 from deqfl.models import build_model, federated_state
 
 A = 0.5
@@ -196,3 +202,38 @@ def test_bytes_per_sample_follow_the_fixed_point_shape():
     assert cache_bytes_per_sample(model, (1, 28, 28), "float16") == 16 * 14 * 14 * 2 + 1 + 8
     assert cache_bytes_per_sample(model, (1, 28, 28), "float32") == 16 * 14 * 14 * 4 + 1 + 8
     assert model.training
+
+
+def test_the_server_keeps_a_cache_beyond_the_model_sized_bound_only_with_its_allowance(tmp_path):
+    """A client state larger than `state_limit` (four float64 copies of the model) is a
+    rejection, unless `RoundSettings.client_state_per_sample` allows its bytes per row."""
+    global_state = {"w": torch.zeros(4)}
+    rows = 64
+    cache = {ROWS: torch.arange(rows), Z + "deq": torch.zeros(rows, 16, 16, 16, dtype=torch.float16),
+             SEEN + "deq": torch.ones(rows, dtype=torch.bool)}
+    per_row = 8 + 16 * 16 * 16 * 2 + 1
+    assert rows * per_row > state_limit(global_state)
+    clients = [ClientData(0, np.arange(rows), np.arange(0))]
+    tier = TierConfig(name="t", share=1.0, local_steps=1)
+    options = TrainOptions(lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=8, proximal_mu=0.0, residual_samples=8)
+
+    class Engine:
+        def run_clients(self, jobs, download):
+            update = ClientUpdate(
+                client_id=0, tier="t", state={"w": torch.ones(4)}, num_examples=rows, local_steps=1, forward_cap=16,
+                residual=1e-3, holdout_loss=None, momentum=0.0, metrics={"work_units": 1.0}, client_state=cache,
+            )
+            return [ClientReply.from_update(update, "float32")]
+
+    for allowance, kept in ((0, False), (per_row, True)):
+        settings = RoundSettings(
+            seed=0, fraction=1.0, min_clients=1, rule="uniform", min_forward_cap=1, deadline_seconds=None,
+            transport_dtype="float32", reference_cap=16, reference_tol=1e-3, options=options,
+            client_state_per_sample=allowance,
+        )
+        store = ClientStateStore(tmp_path / f"store-{allowance}")
+        outcome = run_round(1, dict(global_state), clients, [tier], settings, Engine(), Fusion(FusionConfig()), store)
+        assert (store.clients() == [0]) is kept
+        assert (outcome.record.rejected == []) is kept
+        if not kept:
+            assert "malformed client state" in outcome.record.rejected[0].reason
