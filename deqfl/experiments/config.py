@@ -157,6 +157,8 @@ class TrainSection(_Section):
     batch_size: int = Field(32, gt=0, description="Client batch size (a tier may override).")
     proximal_mu: float = Field(0.0, ge=0, le=FLOAT32_MAX, description="FedProx proximal term mu (0: plain local SGD; at most 3.4e38).")
     residual_samples: int = Field(256, gt=0, description="Own samples on which a client measures its residual r_k.")
+    warm_start: bool = Field(False, description="Start each training solve from the sample's fixed point of the last time its client trained on it (a cache in the client's state: kept across rounds and in checkpoints, never uploaded; misses start cold). DEQ models only.")
+    warm_start_dtype: Literal["float16", "float32"] = Field("float16", description="Storage dtype of the warm-start cache: per client, training rows x (fixed-point values x 2 or 4 bytes + 9) bytes, e.g. 6.3 KB a row for deq-mnist in float16.")
 
     @model_validator(mode="before")
     @classmethod

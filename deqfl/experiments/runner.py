@@ -42,6 +42,7 @@ from deqfl.fl.checkpoint import (
     save_checkpoint,
 )
 from deqfl.fl.client import ClientData, TrainOptions, tier_backward
+from deqfl.fl.client.warm_start import cache_bytes_per_sample
 from deqfl.fl.client_state import ClientStateStore
 from deqfl.fl.evaluation import EvalResult, evaluate
 from deqfl.fl.fusion import make_fusion
@@ -103,6 +104,9 @@ def build_federation(config: ExperimentConfig) -> Federation:
     model.to(device)
     for tier in _distinct_tiers(tiers):
         tier_backward(tier, model)  # a model option that contradicts a tier's gradient mode fails here
+    if config.train.warm_start and find_deq(model) is None:
+        raise ConfigError(f"train.warm_start = true needs a DEQ model, but model.name = '{config.model.name}' "
+                          "has no DEQ layer: drop train.warm_start or choose a DEQ model (`deqfl models`)")
     x_test = dataset.normalise(dataset.x_test)
     y_test = torch.as_tensor(dataset.y_test, device="cpu")
     eval_rows = None
@@ -165,6 +169,7 @@ def _settings(fed: Federation) -> RoundSettings:
             batch_size=c.train.batch_size, proximal_mu=c.train.proximal_mu,
             residual_samples=c.train.residual_samples, optimizer=c.train.optimizer,
             optimizer_options=dict(c.train.optimizer_options), augment=c.data.augment,
+            warm_start=c.train.warm_start, warm_start_dtype=c.train.warm_start_dtype,
         ),
         lr_schedule=LrSchedule(
             c.train.lr_schedule, c.experiment.rounds, c.train.lr_min, c.train.lr_warmup_rounds,
@@ -178,6 +183,10 @@ def _settings(fed: Federation) -> RoundSettings:
         deq_model=find_deq(fed.model) is not None,
         jacobian_probes=getattr(find_deq(fed.model), "jac_reg_samples", 0),
         control_variates=c.fusion.control_variates,
+        client_state_per_sample=(
+            cache_bytes_per_sample(fed.model, fed.dataset.input_shape, c.train.warm_start_dtype)
+            if c.train.warm_start else 0
+        ),
     )
 
 

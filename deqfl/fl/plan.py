@@ -69,6 +69,10 @@ class RoundSettings:
     """The DEQ's Jacobian-penalty probes per sample (`jac_reg_samples`), for the planner."""
     control_variates: str = "none"
     """`fusion.control_variates`: "scaffold" gives every task SCAFFOLD's client mod."""
+    client_state_per_sample: int = 0
+    """Bytes a client's state may hold per training row beyond the model-sized bound
+    (`deqfl.fl.intake.state_limit`): the warm-start cache's
+    (`deqfl.fl.client.warm_start.cache_bytes_per_sample`; 0 without warm starts)."""
     lr_schedule: LrSchedule = LrSchedule()
     """The clients' rate over rounds; `options.lr` is its base rate."""
 

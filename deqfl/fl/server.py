@@ -68,7 +68,7 @@ def run_round(
     replies = engine.run_clients(plan.jobs, plan.download)
     intake = take_in(
         plan, replies, global_state, settings.options.momentum, settings.deq_model,
-        settings.deadline_seconds, settings.faults,
+        settings.deadline_seconds, settings.faults, settings.client_state_per_sample,
     )
     context = FusionContext(
         round=round_number,

@@ -155,6 +155,22 @@ def test_flower_sim_keeps_scaffold_client_state_on_the_node(flower_env):
     assert not any((tmp / "sim" / "client_state").iterdir())  # the state stayed on the nodes
 
 
+def test_flower_sim_keeps_the_warm_start_cache_on_the_node(flower_env):
+    """Warm starts on the Flower simulation: each node keeps its cache in `Context.state`
+    (round 2 starts warm from it), nothing of it travels, and the run matches the embedded
+    engine's (iterations included)."""
+    tmp = flower_env
+    extra = ("train.warm_start=true", "model.options={max_norm=2.0}")
+    run_experiment(_config(tmp, 4, *extra), tmp / "embedded")
+    run_experiment(_config(tmp, 4, 'experiment.engine="flower-sim"', *extra), tmp / "sim")
+    emb, sim = read_jsonl(tmp / "embedded" / "metrics.jsonl"), read_jsonl(tmp / "sim" / "metrics.jsonl")
+    assert [(r["bytes_up"], r["bytes_down"], r["rejected"]) for r in emb] == [(r["bytes_up"], r["bytes_down"], r["rejected"]) for r in sim]
+    iterations = [[c["iterations"] for r in rs for c in r["clients"]] for rs in (emb, sim)]
+    assert iterations[0] == pytest.approx(iterations[1], abs=1e-6)
+    assert _max_diff(tmp / "embedded", tmp / "sim") <= 1e-5
+    assert not any((tmp / "sim" / "client_state").iterdir())  # the caches stayed on the nodes
+
+
 def _stopped(fleet: Fleet, pids: list[int]) -> bool:
     return all(p.poll() is not None for p in fleet.procs.values()) and not any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in pids)
 

@@ -171,6 +171,9 @@ def _train(round_: ClientRound, backward: BackwardMode) -> _Trained:
         batch = order[cursor : cursor + trained.batch_size]
         cursor += trained.batch_size
         x = round_.x_train[batch] if augment is None else augment(round_.x_train[batch])
+        step.batch = batch
+        for hook in round_.step_hooks:
+            hook.before_forward(step)
         with solver_budget(model, task.forward_cap, tier.tol, backward, probe_gen, keep_fixed_points=True) as solves:
             logits = model(x)
         inputs = LossInputs(logits, round_.y_train[batch], params, anchor, solves, round_.client_state)
