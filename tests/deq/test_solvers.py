@@ -137,3 +137,35 @@ def test_channels_last_states_give_the_same_solution(method):
     assert nhwc.z.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(plain.z, nhwc.z, atol=1e-9)
     assert torch.equal(plain.stats.iterations, nhwc.stats.iterations)
+
+
+def dense_broyden(f, x, steps):
+    """Broyden's good method with the full (B, d, d) inverse Jacobian: the definition the
+    low-rank solver implements; returns f(x) of the iterate with the lowest relative residual."""
+    batch, dim = x.shape
+    inv = -torch.eye(dim, dtype=x.dtype).repeat(batch, 1, 1)
+    fx = f(x)
+    g = fx - x
+    best, best_z = (g.norm(dim=1) / fx.norm(dim=1)), fx
+    for _ in range(steps - 1):
+        x_new = x - (inv @ g[:, :, None])[:, :, 0]
+        fx = f(x_new)
+        g_new = fx - x_new
+        dx, dg = x_new - x, g_new - g
+        inv_dg = (inv @ dg[:, :, None])[:, :, 0]
+        vT = (dx[:, None] @ inv)[:, 0]
+        inv = inv + ((dx - inv_dg) / (vT * dg).sum(1, keepdim=True))[:, :, None] * vT[:, None]
+        rel = g_new.norm(dim=1) / fx.norm(dim=1)
+        better = rel < best
+        best, best_z = torch.where(better, rel, best), torch.where(better[:, None], fx, best_z)
+        x, g = x_new, g_new
+    return best_z
+
+
+def test_broyden_matches_the_dense_inverse_jacobian_method():
+    g = torch.Generator().manual_seed(3)
+    w = 0.9 * torch.randn(30, 30, generator=g, dtype=torch.float64) / 30**0.5
+    b = torch.randn(4, 30, generator=g, dtype=torch.float64)
+    f = lambda z: torch.tanh(z @ w.T + b)  # noqa: E731
+    result = broyden(f, torch.zeros_like(b), SolverConfig(method="broyden", max_iter=12, tol=0.0))
+    assert torch.allclose(result.z, dense_broyden(f, torch.zeros_like(b), 12), rtol=0, atol=1e-10)

@@ -17,14 +17,15 @@ def broyden(f: Map, z0: Tensor, config: SolverConfig, trace: bool = False) -> So
     each step dx, dg is updated to satisfy the secant condition B^{-1} dg = dx:
         u = (dx - B^{-1} dg) / (dx^T B^{-1} dg),  v^T = dx^T B^{-1};
     the step is x_{k+1} = x_k - B^{-1} g(x_k). Memory holds all max_iter - 1 updates
-    (2 * B * d * max_iter numbers). A near-zero denominator skips that sample's update
+    (2 * B * d * max_iter numbers), both factors stored as (B, slots, d) so every slot is a
+    contiguous row. A near-zero denominator skips that sample's update
     (counted in stats.singular); converged samples stop moving.
     """
     layout = FlatLayout(z0)
     fl, x = layout.map(f), layout.flat(z0)
     batch, dim = x.shape
     slots = max(config.max_iter - 1, 1)
-    U = x.new_empty(batch, dim, slots)  # only slots already written are read
+    UT = x.new_empty(batch, slots, dim)  # u_j^T as rows; only slots already written are read
     VT = x.new_empty(batch, slots, dim)
     tracker = Tracker(batch, config, trace, x)
     fx = fl(x)
@@ -34,10 +35,10 @@ def broyden(f: Map, z0: Tensor, config: SolverConfig, trace: bool = False) -> So
     n = 0
 
     def inv_matvec(v: Tensor) -> Tensor:  # B^{-1} v
-        return -v + torch.bmm(U[:, :, :n], torch.bmm(VT[:, :n], v[:, :, None]))[:, :, 0]
+        return -v + torch.bmm(torch.bmm(VT[:, :n], v[:, :, None]).transpose(1, 2), UT[:, :n])[:, 0]
 
     def inv_rmatvec(v: Tensor) -> Tensor:  # v^T B^{-1}
-        return -v + torch.bmm(torch.bmm(v[:, None], U[:, :, :n]), VT[:, :n])[:, 0]
+        return -v + torch.bmm(torch.bmm(UT[:, :n], v[:, :, None]).transpose(1, 2), VT[:, :n])[:, 0]
 
     while tracker.running():
         x_new = x + step * tracker.active[:, None]
@@ -51,7 +52,7 @@ def broyden(f: Map, z0: Tensor, config: SolverConfig, trace: bool = False) -> So
         ok = (denom.abs() > 1e3 * tracker.eps + torch.finfo(x.dtype).eps * size) & torch.isfinite(denom)
         tracker.singular += int((~ok & tracker.active).sum())
         safe = torch.where(ok, denom, torch.ones_like(denom))
-        U[:, :, n] = torch.where(ok[:, None], (dx - inv_matvec(dg)) / safe[:, None], 0)
+        UT[:, n] = torch.where(ok[:, None], (dx - inv_matvec(dg)) / safe[:, None], 0)
         VT[:, n] = torch.where(ok[:, None], vT, 0)
         n += 1
         x, gx = x_new, g_new
