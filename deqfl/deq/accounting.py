@@ -34,7 +34,9 @@ class Cost:
 
 
 def solve_cost(evaluations: int) -> Cost:
-    """A graph-free solve of `evaluations` batched f-evaluations (`SolverStats.nfe`)."""
+    """A graph-free solve of `evaluations` f-evaluations per sample: the worst case of a solve
+    capped at `evaluations` calls (`SolverStats.nfe`); the ledger charges what was done
+    (`Ledger.charge_solve`)."""
     return Cost(forward=evaluations)
 
 
@@ -50,10 +52,10 @@ class Ledger:
     """Cell work since the last reset, counted in samples (one sample through one cell call).
 
     forward: cell applications (solver evaluations and differentiable applications), each
-    counted as its batch size.  vjp: vector-Jacobian products through the cell (IFT backward
+    counted as the rows it ran on (a solve: `SolverStats.evaluations`).  vjp: vector-Jacobian products through the cell (IFT backward
     solver steps and the backward pass of every differentiable application), likewise.
     `cell_evals` = Cost(forward, vjp).units = forward + VJP_UNITS * vjp.
-    `backward_fallbacks` counts batches where IFT fell back to its cheaper mode;
+    `backward_fallbacks` counts samples whose IFT gradient came from its cheaper mode;
     `last_backward` holds the statistics of the last IFT backward solve.
     """
 
@@ -70,6 +72,11 @@ class Ledger:
         """Add `cost` (per sample) for a batch of `batch` samples."""
         self.forward += cost.forward * batch
         self.vjp += cost.vjp * batch
+
+    def charge_solve(self, stats: SolverStats) -> None:
+        """A graph-free solve: the sample-evaluations it made (`stats.evaluations`, at most
+        `solve_cost(stats.nfe)` per sample)."""
+        self.forward += stats.evaluations
 
     def reset(self) -> None:
         self.forward = self.vjp = self.backward_fallbacks = 0

@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from deqfl.deq.accounting import Ledger, jacobian_penalty_cost, solve_cost
+from deqfl.deq.accounting import Ledger, jacobian_penalty_cost
 from deqfl.deq.backward import JFB, BackwardMode
-from deqfl.deq.solvers import SolverConfig, SolverStats, solve
+from deqfl.deq.solvers import RowMap, SolverConfig, SolverStats, solve
 from deqfl.deq.stability import contraction_estimate, jacobian_penalty
 
 StatsSink = Callable[[Tensor, SolverStats, Tensor | None], None]
@@ -76,9 +76,7 @@ class DEQ(nn.Module):
         u = self.inject(x)
         z0 = self.initial_state(u) if z0 is None else z0
 
-        def f(z: Tensor) -> Tensor:
-            return self.cell(z, u)
-
+        f = RowMap(self.cell, u)
         penalty = None
         if self.training and torch.is_grad_enabled():
             z, stats = self.backward.run(f, z0, self.train_solver, self.ledger)
@@ -87,7 +85,7 @@ class DEQ(nn.Module):
                 self.ledger.charge(jacobian_penalty_cost(self.jac_reg_samples), z.shape[0])
         else:
             result = solve(f, z0, self.train_solver if self.training else self.eval_solver)
-            self.ledger.charge(solve_cost(result.stats.nfe), z0.shape[0])
+            self.ledger.charge_solve(result.stats)
             z, stats = result.z, result.stats
         if self._sink is not None:
             self._sink(z, stats, penalty)

@@ -76,10 +76,10 @@ def test_jfb_is_a_descent_direction(reference):
 def test_ift_falls_back_when_the_forward_pass_is_unconverged():
     loose = SolverConfig(method="fixed_point", max_iter=1, tol=0.0)
     grad, deq = gradients(IFT(fallback_threshold=1e-3), solver=loose)
-    assert deq.ledger.backward_fallbacks == 1
+    assert deq.ledger.backward_fallbacks == BATCH  # every sample is over the threshold
     with solver_budget(deq) as solves:
         deq(torch.randn(BATCH, IN, dtype=torch.float64))
-    assert solves.calls[0].stats.backward_fallbacks == 1
+    assert solves.calls[0].stats.backward_fallbacks == BATCH
     assert torch.equal(grad, gradients(JFB(), solver=loose)[0])
 
 
@@ -103,3 +103,45 @@ def test_make_backward():
     for name, options in [("adjoint", {}), ("phantom", {"kk": 3}), ("phantom", {"k": 0}), ("ift", {"fallback": "ift"}), ("ift", {"tol": -1})]:
         with pytest.raises(ConfigError):
             make_backward(name, **options)
+
+
+def test_ift_falls_back_only_for_the_unconverged_samples(reference):
+    """Three samples start at their fixed point, the last one far from it: the three get the
+    exact implicit gradient, the last one JFB's (the batch mean residual would pass a
+    threshold that the worst sample fails)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(BATCH, IN, generator=g, dtype=torch.float64)
+    weights = torch.randn(BATCH, DIM, generator=g, dtype=torch.float64)
+    cell = TanhCell()
+    with torch.no_grad():
+        z_star = DEQ(cell, train_solver=EXACT).eval()(x)
+    z0 = z_star.clone()
+    z0[-1] = 0
+    solver = SolverConfig(method="fixed_point", max_iter=3, tol=1e-11)
+
+    def run(backward, rows):
+        deq = DEQ(cell, train_solver=solver, backward=backward)
+        deq.zero_grad()
+        xi = x[rows].clone().requires_grad_()
+        with solver_budget(deq) as solves:
+            (deq(xi, z0=z0[rows]) * weights[rows]).sum().backward()
+        return xi.grad, [p.grad.clone() for p in deq.parameters()], deq.ledger, solves.calls[0].stats
+
+    ift = IFT(max_iter=200, tol=1e-13, fallback_threshold=5e-3)
+    x_grad, p_grad, ledger, stats = run(ift, slice(None))
+    rel = stats.rel_residual
+    assert rel[-1] > 5e-3 > rel.mean() and bool((rel[:-1] < 1e-10).all())
+    assert stats.backward_fallbacks == ledger.backward_fallbacks == 1
+    # the converged samples' gradients are the exact implicit ones
+    exact = reference[-BATCH * IN :].view(BATCH, IN)  # x's gradient, computed from z0 = 0
+    assert torch.allclose(x_grad[:-1], exact[:-1], rtol=0, atol=1e-10)
+    # the unconverged one's is JFB's, a bounded error against the exact gradient
+    jfb_grad, _, _, _ = run(JFB(), slice(None))
+    assert torch.allclose(x_grad[-1], jfb_grad[-1], rtol=0, atol=1e-12)
+    assert 0 < rel_error(x_grad[-1], exact[-1]) < 0.6
+    # and the parameters' gradient is the sum of the two parts
+    parts = [run(ift, slice(0, BATCH - 1))[1], run(JFB(), slice(BATCH - 1, BATCH))[1]]
+    for p, a, b in zip(p_grad, *parts):
+        assert torch.allclose(p, a + b, rtol=0, atol=1e-10)
+    # work: the solve's evaluations, IFT's tail on 3 rows, JFB's on one
+    assert ledger.forward == stats.evaluations + 2 * (BATCH - 1) + 1

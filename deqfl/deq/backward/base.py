@@ -33,7 +33,7 @@ class BackwardMode:
 
     def run(self, f: Map, z0: Tensor, solver: SolverConfig, ledger: Ledger) -> tuple[Tensor, SolverStats]:
         result = solve(f, z0, solver)
-        ledger.charge(solve_cost(result.stats.nfe), z0.shape[0])
+        ledger.charge_solve(result.stats)
         return self.attach(f, result.z.detach(), result.stats, ledger)
 
     def attach(self, f: Map, z_star: Tensor, stats: SolverStats, ledger: Ledger) -> tuple[Tensor, SolverStats]:

@@ -12,7 +12,7 @@ from torch import Tensor
 from deqfl.deq.accounting import Cost
 from deqfl.deq.backward.base import BackwardMode, get_backward, register_backward
 from deqfl.deq.backward.jfb import JFB
-from deqfl.deq.solvers import SolverConfig, solve
+from deqfl.deq.solvers import RowMap, SolverConfig, solve
 from deqfl.errors import ConfigError
 
 PRIMAL = Cost(forward=2)
@@ -31,9 +31,12 @@ class IFT(BackwardMode):
     incoming g = dL/dz by the solution u of the adjoint fixed point
         u = g + J^T u   (i.e. u = (I - J^T)^{-1} g, J = df/dz at z*),
     found by `method` within max_iter vjps to relative tolerance tol, so that
-    dL/dtheta = u^T df/dtheta is exact at a converged z*. When the forward mean relative
-    residual exceeds fallback_threshold the gradient would be wrong, so the batch uses
-    `fallback` instead (counted in stats.backward_fallbacks and ledger.backward_fallbacks).
+    dL/dtheta = u^T df/dtheta is exact at a converged z*. A sample whose forward relative
+    residual exceeds fallback_threshold (or is not finite) would get a wrong gradient, so it
+    gets `fallback`'s instead while the others keep the exact one: the two run on their own
+    rows (`RowMap.rows`; for a plain map, whose rows cannot be split, the whole batch falls
+    back as soon as one sample is over). Fallen-back samples are counted in
+    stats.backward_fallbacks and ledger.backward_fallbacks.
     Cost per sample: 2 forwards + (backward iterations + 1) vjps, or the fallback's."""
 
     name: ClassVar[str] = "ift"
@@ -65,10 +68,24 @@ class IFT(BackwardMode):
         return exact if exact.units >= cheaper.units else cheaper
 
     def attach(self, f, z_star, stats, ledger):
+        over = ~(stats.rel_residual <= self.fallback_threshold)  # NaN residuals are over
+        fallen = int(over.sum())
+        if fallen == 0:
+            return self._exact(f, z_star, ledger), stats
+        if not isinstance(f, RowMap):
+            fallen = len(over)
+        stats = dataclasses.replace(stats, backward_fallbacks=fallen)
+        ledger.backward_fallbacks += fallen
+        if fallen == len(over):
+            return self.fallback.attach(f, z_star, stats, ledger)
+        exact, cheap = (~over).nonzero()[:, 0], over.nonzero()[:, 0]
+        z_exact = self._exact(f.rows(exact), z_star[exact], ledger)
+        z_cheap, _ = self.fallback.attach(f.rows(cheap), z_star[cheap], stats, ledger)
+        return torch.zeros_like(z_star).index_copy(0, exact, z_exact).index_copy(0, cheap, z_cheap), stats
+
+    def _exact(self, f, z_star: Tensor, ledger) -> Tensor:
+        """f(z*) with the adjoint hook: the exact gradient for every row of z_star."""
         batch = z_star.shape[0]
-        if stats.mean_rel_residual > self.fallback_threshold:
-            ledger.backward_fallbacks += 1
-            return self.fallback.attach(f, z_star, dataclasses.replace(stats, backward_fallbacks=1), ledger)
         z = f(z_star)
         z_in = z_star.clone().requires_grad_()
         with torch.enable_grad():
@@ -88,7 +105,7 @@ class IFT(BackwardMode):
 
         if z.requires_grad:
             z.register_hook(hook)
-        return z, stats
+        return z
 
 
 def _attaches_without_adjoint(mode: BackwardMode) -> bool:

@@ -48,5 +48,6 @@ class Unrolled(BackwardMode):
             rel_residual=rel_res,
             converged=measure <= solver.tol,
             nfe=steps,
+            evaluations=steps * batch,
         )
         return z, stats

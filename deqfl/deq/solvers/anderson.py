@@ -19,17 +19,18 @@ def anderson(f: Map, z0: Tensor, config: SolverConfig, trace: bool = False) -> S
     (one `torch.linalg.solve_ex` for the whole batch). Then
         x_{k+1} = beta * sum_i a_i f(x_i) + (1 - beta) * sum_i a_i x_i.
     A sample whose system is singular or gives non-finite weights takes a plain step
-    x_{k+1} = f(x_k) instead; such steps are counted in stats.singular.
+    x_{k+1} = f(x_k) instead; such steps are counted in stats.singular. f is evaluated on the
+    samples not yet converged only (`Tracker.evaluate`); the histories and weights of
+    converged samples are left as they fall and never read back.
     """
     layout = FlatLayout(z0)
-    fl, x = layout.map(f), layout.flat(z0)
+    x = layout.flat(z0)
     batch, dim = x.shape
     m = config.m
     X = x.new_empty(batch, m, dim)  # only slots already written are read
     F = x.new_empty(batch, m, dim)
     tracker = Tracker(batch, config, trace, x)
-    fx = fl(x)
-    tracker.update(x, fx)
+    fx = tracker.evaluate(f, layout, x)
     X[:, 0], F[:, 0] = x, fx
     k = 1
     while tracker.running():
@@ -55,8 +56,7 @@ def anderson(f: Map, z0: Tensor, config: SolverConfig, trace: bool = False) -> S
         x = torch.bmm(alpha[:, None], F[:, :n])[:, 0]
         if config.beta != 1.0:
             x = config.beta * x + (1 - config.beta) * torch.bmm(alpha[:, None], X[:, :n])[:, 0]
-        fx = fl(x)
-        tracker.update(x, fx)
+        fx = tracker.evaluate(f, layout, x, fx)
         X[:, k % m], F[:, k % m] = x, fx
         k += 1
     return tracker.result(layout)

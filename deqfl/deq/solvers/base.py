@@ -4,12 +4,15 @@ Every solver is a pure function `solver(f, z0, config, trace=False) -> SolverRes
 closure `f` that maps a batch `(B, ...)` to a batch of the same shape, registered under its
 `config.method` name with `@register_solver(name)` (one file per solver in this package);
 `solve` dispatches by name. Samples must not interact through `f` (GroupNorm, convolutions
-and per-sample maps are fine; BatchNorm is not).
+and per-sample maps are fine; BatchNorm is not). `f` may be a `RowMap` (the DEQ passes one),
+which can also be evaluated on a subset of the rows.
 
 Contract shared by all solvers:
 
-* One *evaluation* is one call of `f` on the whole batch; `stats.nfe` counts them and
-  `config.max_iter` caps them (the first evaluation, f(z0), counts).
+* One *evaluation* is one call of `f`; `stats.nfe` counts them and `config.max_iter` caps
+  them (the first evaluation, f(z0), counts). A call covers the whole batch, or only the
+  rows of samples not yet converged when `f` is a `RowMap` (`Tracker.evaluate`);
+  `stats.evaluations` counts the sample-evaluations actually made (rows passed to f).
 * For an iterate x the residuals are  abs = ||f(x) - x||_2  and
   rel = ||f(x) - x||_2 / (||f(x)||_2 + eps), per sample over all non-batch dimensions.
 * A sample is converged once its residual in `config.stop_mode` is <= `config.tol`; from then
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -35,6 +38,27 @@ from deqfl.errors import ConfigError
 Map = Callable[[Tensor], Tensor]
 
 Solver = Callable[[Map, Tensor, "SolverConfig", bool], "SolverResult"]
+
+
+class RowMap:
+    """z -> fn(z, context) for a per-sample `context` (a tensor, or a tuple of tensors,
+    indexed along dim 0 like z), evaluable on a subset of the rows:
+        RowMap(fn, c).rows(index)(z[index]) == RowMap(fn, c)(z)[index]
+    for a 1-D long tensor `index`, because samples do not interact. The DEQ hands its cell
+    with the input injection as one, so solvers skip converged samples and gradient modes
+    treat samples apart."""
+
+    def __init__(self, fn: Callable[[Tensor, Any], Tensor], context: Any) -> None:
+        self.fn = fn
+        self.context = context
+
+    def __call__(self, z: Tensor) -> Tensor:
+        return self.fn(z, self.context)
+
+    def rows(self, index: Tensor) -> RowMap:
+        """The map restricted to the rows `index` (advanced indexing keeps channels_last)."""
+        context = tuple(c[index] for c in self.context) if isinstance(self.context, tuple) else self.context[index]
+        return RowMap(self.fn, context)
 STOP_MODES = ("rel", "abs")
 _REGISTRY: dict[str, Solver] = {}
 
@@ -114,11 +138,13 @@ class SolverStats:
 
     iterations: f-evaluations each sample used before it converged (or max_iter).
     abs_residual / rel_residual: residuals of the returned iterate.  converged: tol reached.
-    nfe: batched f-evaluations performed (each on the whole batch).
+    nfe: calls of f performed (each on the whole batch or on its active rows).
+    evaluations: sample-evaluations performed, the rows passed to f summed over its calls
+    (nfe * B when every call covers the whole batch; what the ledger charges).
     singular: sample-steps where the Anderson/Broyden update was singular or not finite and a
     plain fixed-point step was taken instead.
-    backward_fallbacks: 1 when the gradient mode fell back to a cheaper one for this batch
-    (IFT with an unconverged forward pass), else 0.
+    backward_fallbacks: samples whose gradient came from the gradient mode's cheaper fallback
+    (IFT, for samples whose forward residual is over its threshold), else 0.
     abs_trace / rel_trace: (nfe, B) residuals of each sample's current returned iterate after
     every evaluation (frozen once converged), only with trace=True.
     """
@@ -128,6 +154,7 @@ class SolverStats:
     rel_residual: Tensor
     converged: Tensor
     nfe: int
+    evaluations: int
     singular: int = 0
     backward_fallbacks: int = 0
     abs_trace: Tensor | None = None
@@ -169,13 +196,30 @@ class Tracker:
         self.converged = torch.zeros(batch, dtype=torch.bool, device=like.device)
         self.active = torch.ones(batch, dtype=torch.bool, device=like.device)
         self.nfe = 0
+        self.evaluations = 0
         self.singular = 0
         self.trace: list[tuple[Tensor, Tensor]] | None = [] if trace else None
         self.eps = torch.finfo(like.dtype).tiny
 
-    def update(self, x: Tensor, fx: Tensor) -> None:
-        """Record the evaluation fx = f(x) of flat (B, d) iterates."""
+    def evaluate(self, f: Map, layout: FlatLayout, x: Tensor, previous: Tensor | None = None) -> Tensor:
+        """fx = f(x) for flat (B, d) iterates x, recorded with `update`. When `f` is a
+        `RowMap`, `previous` is given and some sample has converged, only the active rows are
+        evaluated and the rows of converged samples hold `previous` (the solver must not
+        read them: they are frozen and never evaluated again)."""
+        if previous is None or not isinstance(f, RowMap) or bool(self.active.all()):
+            fx = layout.flat(f(layout.unflat(x)))
+            self.update(x, fx)
+            return fx
+        index = self.active.nonzero()[:, 0]
+        fx = previous.index_copy(0, index, layout.flat(f.rows(index)(layout.unflat(x[index]))))
+        self.update(x, fx, rows=len(index))
+        return fx
+
+    def update(self, x: Tensor, fx: Tensor, rows: int | None = None) -> None:
+        """Record the evaluation fx = f(x) of flat (B, d) iterates, made on `rows` rows
+        (default: the whole batch)."""
         self.nfe += 1
+        self.evaluations += x.shape[0] if rows is None else rows
         abs_res = torch.linalg.vector_norm(fx - x, dim=1)
         rel_res = abs_res / (torch.linalg.vector_norm(fx, dim=1) + self.eps)
         measure = rel_res if self.config.stop_mode == "rel" else abs_res
@@ -206,6 +250,7 @@ class Tracker:
             rel_residual=self.rel,
             converged=self.converged,
             nfe=self.nfe,
+            evaluations=self.evaluations,
             singular=self.singular,
             **traces,
         )
@@ -223,13 +268,14 @@ class FlatLayout:
         self.nhwc = z0.dim() == 4 and z0.shape[1] > 1 and z0.is_contiguous(memory_format=torch.channels_last) and not z0.is_contiguous()
 
     def flat(self, z: Tensor) -> Tensor:
-        return (z.permute(0, 2, 3, 1) if self.nhwc else z).reshape(self.shape[0], -1)
+        return (z.permute(0, 2, 3, 1) if self.nhwc else z).reshape(z.shape[0], -1)
 
     def unflat(self, x: Tensor) -> Tensor:
+        """The states of flat rows x (the whole batch or some of its rows)."""
         if self.nhwc:
-            b, c, h, w = self.shape
-            return x.view(b, h, w, c).permute(0, 3, 1, 2)
-        return x.view(self.shape)
+            _, c, h, w = self.shape
+            return x.view(x.shape[0], h, w, c).permute(0, 3, 1, 2)
+        return x.view(x.shape[0], *self.shape[1:])
 
     def map(self, f: Map) -> Map:
         return lambda x: self.flat(f(self.unflat(x)))

@@ -19,17 +19,17 @@ def broyden(f: Map, z0: Tensor, config: SolverConfig, trace: bool = False) -> So
     the step is x_{k+1} = x_k - B^{-1} g(x_k). Memory holds all max_iter - 1 updates
     (2 * B * d * max_iter numbers), both factors stored as (B, slots, d) so every slot is a
     contiguous row. A near-zero denominator skips that sample's update
-    (counted in stats.singular); converged samples stop moving.
+    (counted in stats.singular); converged samples stop moving and f is evaluated on the
+    others only (`Tracker.evaluate`).
     """
     layout = FlatLayout(z0)
-    fl, x = layout.map(f), layout.flat(z0)
+    x = layout.flat(z0)
     batch, dim = x.shape
     slots = max(config.max_iter - 1, 1)
     UT = x.new_empty(batch, slots, dim)  # u_j^T as rows; only slots already written are read
     VT = x.new_empty(batch, slots, dim)
     tracker = Tracker(batch, config, trace, x)
-    fx = fl(x)
-    tracker.update(x, fx)
+    fx = tracker.evaluate(f, layout, x)
     gx = fx - x
     step = gx
     n = 0
@@ -42,8 +42,7 @@ def broyden(f: Map, z0: Tensor, config: SolverConfig, trace: bool = False) -> So
 
     while tracker.running():
         x_new = x + step * tracker.active[:, None]
-        fx = fl(x_new)
-        tracker.update(x_new, fx)
+        fx = tracker.evaluate(f, layout, x_new, fx)
         g_new = fx - x_new
         dx, dg = x_new - x, g_new - gx
         vT = inv_rmatvec(dx)
