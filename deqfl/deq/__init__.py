@@ -11,7 +11,7 @@ from deqfl.deq.backward import (
     make_backward,
     register_backward,
 )
-from deqfl.deq.budget import DEQCall, SolveRecord, deq_layers, solver_budget
+from deqfl.deq.budget import DEQCall, SolveRecord, deq_layers, replaying, solver_budget
 from deqfl.deq.module import DEQ
 from deqfl.deq.solvers import (
     SolverConfig,
@@ -57,6 +57,7 @@ __all__ = [
     "make_backward",
     "register_backward",
     "register_solver",
+    "replaying",
     "solve",
     "solver_budget",
     "solver_names",

@@ -40,6 +40,25 @@ def solve_cost(evaluations: int) -> Cost:
     return Cost(forward=evaluations)
 
 
+def correction_steps(cap: int, points: int) -> tuple[int, ...]:
+    """The evaluation counts at which fixed-point correction reads a solve capped at `cap`:
+    max(1, floor(i * cap / (points + 1))) for i = 1..points, those below `cap`, distinct
+    (cap 8, 2 points: (2, 5); cap 2: (1,); cap 1: none)."""
+    steps = (max(1, i * cap // (points + 1)) for i in range(1, points + 1))
+    return tuple(sorted({j for j in steps if j < cap}))
+
+
+REPLAY = Cost(forward=1, vjp=1)
+"""One fixed-point correction step: a differentiable cell application and its vjp."""
+
+
+def correction_cost(cap: int, points: int) -> Cost:
+    """Fixed-point correction at a forward cap `cap` with `points` points: one `REPLAY` per
+    correction step (`correction_steps`)."""
+    steps = len(correction_steps(cap, points))
+    return Cost(forward=REPLAY.forward * steps, vjp=REPLAY.vjp * steps)
+
+
 def jacobian_penalty_cost(probes: int) -> Cost:
     """The Hutchinson Jacobian penalty (`deqfl.deq.stability.jacobian_penalty`) with
     `probes` probes: one cell application, and per probe one vjp with its graph kept plus

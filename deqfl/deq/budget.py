@@ -56,6 +56,11 @@ class SolveRecord:
         return [c for c in self.calls if c.layer == name]
 
     @property
+    def correction_points(self) -> int:
+        """Kept outputs every call has (`DEQCall.stats.kept`); 0 without calls."""
+        return min((len(c.stats.kept) for c in self.calls), default=0)
+
+    @property
     def mean_iterations(self) -> float:
         """Mean over calls of each call's mean per-sample iterations (0.0 without calls)."""
         if not self.calls:
@@ -93,16 +98,31 @@ def solver_budget(
     backward: BackwardMode | None = None,
     generator: torch.Generator | None = None,
     keep_fixed_points: bool = False,
+    correction_points: int = 0,
 ) -> Iterator[SolveRecord]:
     """Run every DEQ of `model` at this budget and collect its calls (module docstring);
     with `keep_fixed_points` each call also keeps the layer's output z (detached; memory
-    grows with the calls). A model without DEQ layers runs unchanged and records nothing."""
+    grows with the calls), with `correction_points` n > 0 each training solve its outputs
+    at the n correction steps. A model without DEQ layers runs unchanged and records
+    nothing."""
     record = SolveRecord()
     with contextlib.ExitStack() as stack:
         for name, deq in deq_layers(model):
             sink = _Sink(name, record, keep_fixed_points)
-            stack.enter_context(deq.budgeted(forward_cap, tol, backward, sink, generator))
+            stack.enter_context(deq.budgeted(forward_cap, tol, backward, sink, generator, correction_points))
         yield record
+
+
+@contextlib.contextmanager
+def replaying(model: nn.Module, record: SolveRecord, point: int) -> Iterator[None]:
+    """Every DEQ of `model` answers its calls, in the order `record` holds them, with one
+    differentiable cell application f(z_j, u) from the output z_j its solve kept at
+    correction step number `point` (`DEQCall.stats.kept[point]`, point <
+    `record.correction_points`) instead of solving; u is injected from the new call's input."""
+    with contextlib.ExitStack() as stack:
+        for name, deq in deq_layers(model):
+            stack.enter_context(deq.replaying([c.stats.kept[point] for c in record.layer(name)]))
+        yield
 
 
 @dataclass(frozen=True)

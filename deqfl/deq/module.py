@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from deqfl.deq.accounting import Ledger, jacobian_penalty_cost
+from deqfl.deq.accounting import REPLAY, Ledger, correction_steps, jacobian_penalty_cost
 from deqfl.deq.backward import JFB, BackwardMode
 from deqfl.deq.solvers import RowMap, SolverConfig, SolverStats, solve
 from deqfl.deq.stability import contraction_estimate, jacobian_penalty
@@ -39,6 +39,12 @@ class DEQ(nn.Module):
     no penalty is computed. `forward(x, z0=...)` warm-starts the solve from z0 instead of
     the cell's initial state. Work since `reset_counters()`: `ledger` and `cell_evals` (unit
     in `deqfl.deq.accounting.Ledger`).
+
+    Fixed-point correction (`deqfl.deq.budget`): a training forward under a budget with
+    correction points keeps the solver's outputs at `correction_steps(cap, points)`
+    evaluations (`SolverStats.kept`); under `replaying(states)` the layer instead answers
+    each call with one differentiable cell application f(z_j, u) from the next of `states`
+    (1 forward + 1 vjp per sample), the output a solve capped at j would train with JFB.
     """
 
     def __init__(
@@ -58,6 +64,8 @@ class DEQ(nn.Module):
         self.ledger = Ledger()
         self._sink: StatsSink | None = None
         self._generator: torch.Generator | None = None
+        self._correction_points = 0
+        self._replay: list[Tensor] | None = None
 
     @property
     def cell_evals(self) -> int:
@@ -77,9 +85,16 @@ class DEQ(nn.Module):
         z0 = self.initial_state(u) if z0 is None else z0
 
         f = RowMap(self.cell, u)
+        if self._replay is not None:
+            z = f(self._replay.pop(0))
+            self.ledger.charge(REPLAY, z.shape[0])
+            return z
         penalty = None
         if self.training and torch.is_grad_enabled():
-            z, stats = self.backward.run(f, z0, self.train_solver, self.ledger)
+            solver = self.train_solver
+            if self._correction_points and self._sink is not None:
+                solver = solver.replace(keep=correction_steps(solver.max_iter, self._correction_points))
+            z, stats = self.backward.run(f, z0, solver, self.ledger)
             if self.jac_reg_samples > 0 and self._sink is not None:
                 penalty = jacobian_penalty(f, z.detach(), self.jac_reg_samples, self._generator)
                 self.ledger.charge(jacobian_penalty_cost(self.jac_reg_samples), z.shape[0])
@@ -99,22 +114,34 @@ class DEQ(nn.Module):
         backward: BackwardMode | None,
         sink: StatsSink,
         generator: torch.Generator | None,
+        correction_points: int = 0,
     ) -> Iterator[None]:
         """The per-layer half of `deqfl.deq.budget.solver_budget` (call that instead): run
         at cap `max_iter` / tolerance `tol` (both solvers; None keeps them) and gradient mode
-        `backward` (None keeps it), hand every call's (output, stats, penalty) to `sink`, and
-        draw the penalty's probes from `generator`; everything is restored on exit."""
-        saved = (self.train_solver, self.eval_solver, self.backward, self._sink, self._generator)
+        `backward` (None keeps it), hand every call's (output, stats, penalty) to `sink`,
+        draw the penalty's probes from `generator` and keep the training solves' outputs at
+        `correction_points` correction steps; everything is restored on exit."""
+        saved = (self.train_solver, self.eval_solver, self.backward, self._sink, self._generator, self._correction_points)
         changes = {k: v for k, v in (("max_iter", max_iter), ("tol", tol)) if v is not None}
         try:
             self.train_solver = dataclasses.replace(self.train_solver, **changes)
             self.eval_solver = dataclasses.replace(self.eval_solver, **changes)
             if backward is not None:
                 self.backward = backward
-            self._sink, self._generator = sink, generator
+            self._sink, self._generator, self._correction_points = sink, generator, correction_points
             yield
         finally:
-            self.train_solver, self.eval_solver, self.backward, self._sink, self._generator = saved
+            self.train_solver, self.eval_solver, self.backward, self._sink, self._generator, self._correction_points = saved
+
+    @contextlib.contextmanager
+    def replaying(self, states: list[Tensor]) -> Iterator[None]:
+        """Answer the next calls with f(z, u) from `states` in order (see the class
+        docstring); the half of `deqfl.deq.budget.replaying` for one layer."""
+        saved, self._replay = self._replay, list(states)
+        try:
+            yield
+        finally:
+            self._replay = saved
 
     def contraction(self, x: Tensor, n_iter: int = 10) -> Tensor:
         """Per-sample estimate of ||J_f||_2 at the (eval-solver) fixed point for input x."""

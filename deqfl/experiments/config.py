@@ -160,6 +160,9 @@ class TrainSection(_Section):
     warm_start: bool = Field(False, description="Start each training solve from the sample's fixed point of the last time its client trained on it (a cache in the client's state: kept across rounds and in checkpoints, never uploaded; misses start cold). DEQ models only.")
     warm_start_dtype: Literal["float16", "float32"] = Field("float16", description="Storage dtype of the warm-start cache: per client, training rows x (fixed-point values x 2 or 4 bytes + 9) bytes, e.g. 6.3 KB a row for deq-mnist in float16.")
 
+    fixed_point_correction: float = Field(0.0, ge=0, le=FLOAT32_MAX, description="Weight of the DEQ's fixed-point correction loss (Bai et al. 2022): the task loss of the logits at `correction_points` intermediate solver outputs, at steps floor(i * cap / (points + 1)) of the client's forward cap, averaged and weighted (0: off). Costs one cell application and vjp per point and sample, counted by the simulated clock.")
+    correction_points: int = Field(2, ge=1, le=64, description="Intermediate solver outputs fixed-point correction trains on (used when `fixed_point_correction` > 0; steps at or beyond the cap are dropped).")
+
     @model_validator(mode="before")
     @classmethod
     def _optimizer_options(cls, data: Any) -> Any:

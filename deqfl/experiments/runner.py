@@ -170,6 +170,7 @@ def _settings(fed: Federation) -> RoundSettings:
             residual_samples=c.train.residual_samples, optimizer=c.train.optimizer,
             optimizer_options=dict(c.train.optimizer_options), augment=c.data.augment,
             warm_start=c.train.warm_start, warm_start_dtype=c.train.warm_start_dtype,
+            fixed_point_correction=c.train.fixed_point_correction, correction_points=c.train.correction_points,
         ),
         lr_schedule=LrSchedule(
             c.train.lr_schedule, c.experiment.rounds, c.train.lr_min, c.train.lr_warmup_rounds,

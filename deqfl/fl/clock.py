@@ -12,7 +12,7 @@ resumable; measured seconds are only reported.
 
 from __future__ import annotations
 
-from deqfl.deq.accounting import Cost, jacobian_penalty_cost, solve_cost
+from deqfl.deq.accounting import Cost, correction_cost, jacobian_penalty_cost, solve_cost
 from deqfl.deq.backward import BackwardMode
 from deqfl.fl.profiles import TierConfig
 
@@ -36,22 +36,26 @@ def planned_deq_units(
     *,
     holdout_samples: int = 0,
     jacobian_probes: int = 0,
+    correction_points: int = 0,
     mode: BackwardMode | None = None,
 ) -> int:
     """Worst-case DEQ work of a client round, in the ledger's units: every solve runs to its
     cap and every IFT adjoint solve to its own, so the ledger's count never exceeds it.
 
-        units = samples * (mode.step_cost(cap) + jacobian_penalty_cost(jacobian_probes)).units
+        units = samples * (mode.step_cost(cap) + jacobian_penalty_cost(jacobian_probes)
+                           + correction_cost(cap, correction_points)).units
               + holdout_samples * solve_cost(cap).units
               + residual_samples * solve_cost(reference_cap).units
 
     `samples` are the training samples seen (local steps * batch size), `holdout_samples`
     the client's held-back rows (evaluated at `cap`), `residual_samples` the rows of its
-    residual check (at `reference_cap`), `jacobian_probes` the DEQ's `jac_reg_samples`;
+    residual check (at `reference_cap`), `jacobian_probes` the DEQ's `jac_reg_samples`,
+    `correction_points` fixed-point correction's points (0: off);
     `mode` is the gradient mode trained with (default: the tier's).
     """
     mode = tier.gradient_mode() if mode is None else mode
     step = mode.step_cost(cap) + (jacobian_penalty_cost(jacobian_probes) if jacobian_probes else Cost())
+    step = step + correction_cost(cap, correction_points)
     return (
         samples * step.units
         + holdout_samples * solve_cost(cap).units
@@ -70,6 +74,7 @@ def cap_for_time_budget(
     *,
     holdout_samples: int = 0,
     jacobian_probes: int = 0,
+    correction_points: int = 0,
     mode: BackwardMode | None = None,
 ) -> int:
     """The largest forward cap K in 1..max_cap whose worst-case simulated time
@@ -80,7 +85,8 @@ def cap_for_time_budget(
     for cap in range(1, max_cap + 1):
         units = planned_deq_units(
             tier, cap, samples, residual_samples, reference_cap,
-            holdout_samples=holdout_samples, jacobian_probes=jacobian_probes, mode=mode,
+            holdout_samples=holdout_samples, jacobian_probes=jacobian_probes,
+            correction_points=correction_points, mode=mode,
         )
         if device_seconds(tier, units, bytes_down, bytes_up) <= tier.time_budget:
             best = cap

@@ -178,6 +178,7 @@ def _task(
             tier, samples, min(s.options.residual_samples, len(data.train_indices)),
             s.reference_cap, payload, payload,
             holdout_samples=len(data.holdout_indices), jacobian_probes=s.jacobian_probes,
+            correction_points=s.options.active_correction_points,
         )
     cid = data.client_id
     return ClientTask(

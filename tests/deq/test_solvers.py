@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from deqfl.deq import SolverConfig, anderson, broyden, fixed_point, solve, solver_names
-from deqfl.deq.solvers import RowMap
 from deqfl.errors import ConfigError
 
 METHODS = solver_names()  # every registered solver keeps the shared contract
@@ -172,29 +171,9 @@ def test_broyden_matches_the_dense_inverse_jacobian_method():
     assert torch.allclose(result.z, dense_broyden(f, torch.zeros_like(b), 12), rtol=0, atol=1e-10)
 
 
-def spread_problem(batch=5, dim=20, channels_last=False):
-    """Per-sample contractions from about 0.03 to 0.9, so samples converge at different steps; the
-    cell f(z, (scale, u)) = scale * tanh(conv(z)) + u as a RowMap, and the calls' batch sizes."""
-    g = torch.Generator().manual_seed(1)
-    w = torch.randn(4, 4, 3, 3, generator=g, dtype=torch.float64)
-    w = w / torch.linalg.matrix_norm(w.flatten(1), 2) / 3
-    scale = torch.linspace(0.1, 2.7, batch, dtype=torch.float64)[:, None, None, None]
-    u = torch.randn(batch, 4, 5, 5, generator=g, dtype=torch.float64)
-    if channels_last:
-        u = u.contiguous(memory_format=torch.channels_last)
-    sizes = []
-
-    def cell(z, context):
-        s, v = context
-        sizes.append(z.shape[0])
-        return s * torch.tanh(torch.nn.functional.conv2d(z, w, padding=1)) + v
-
-    return RowMap(cell, (scale, u)), torch.zeros_like(u), sizes
-
-
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_converged_samples_are_not_evaluated_and_results_match_the_whole_batch(method, channels_last):
+def test_converged_samples_are_not_evaluated_and_results_match_the_whole_batch(method, channels_last, spread_problem):
     f, z0, sizes = spread_problem(channels_last=channels_last)
     config = SolverConfig(method=method, max_iter=60, tol=1e-9)
     rows = solve(f, z0, config)

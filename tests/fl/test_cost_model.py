@@ -35,17 +35,17 @@ def _tier(backward, **kw):
                       backward_steps=3, local_steps=STEPS, batch_size=BATCH, **kw)
 
 
-def _planned(tier, cap):
+def _planned(tier, cap, correction_points=0):
     return planned_deq_units(tier, cap, STEPS * BATCH, RESIDUAL_SAMPLES, REFERENCE_CAP,
-                             holdout_samples=HOLDOUT_ROWS)
+                             holdout_samples=HOLDOUT_ROWS, correction_points=correction_points)
 
 
-def _measured(digits, tier, cap=CAP):
+def _measured(digits, tier, cap=CAP, **train):
     """The ledger's work units of a real client round at forward cap `cap`."""
     torch.manual_seed(0)
     model = build_model("deq-mnist", input_shape=digits.input_shape, num_classes=digits.num_classes, channels=4)
     options = TrainOptions(lr=0.05, momentum=0.0, weight_decay=0.0, batch_size=BATCH,
-                           proximal_mu=0.0, residual_samples=RESIDUAL_SAMPLES)
+                           proximal_mu=0.0, residual_samples=RESIDUAL_SAMPLES, **train)
     task = ClientTask(round=1, seed=0, tier=tier, forward_cap=cap, reference_cap=REFERENCE_CAP,
                       reference_tol=0.0, options=options)
     rows = np.arange(TRAIN_ROWS + HOLDOUT_ROWS)
@@ -57,6 +57,12 @@ def _measured(digits, tier, cap=CAP):
 def test_planner_equals_the_ledger_of_a_client_round(digits, backward):
     tier = _tier(backward)
     assert _measured(digits, tier) == _planned(tier, CAP)
+
+
+def test_planner_counts_fixed_point_correction(digits):
+    tier = _tier("jfb")
+    measured = _measured(digits, tier, fixed_point_correction=0.5, correction_points=2)
+    assert measured == _planned(tier, CAP, correction_points=2) > _planned(tier, CAP)
 
 
 def test_planner_bounds_the_ledger_of_an_ift_client_round(digits):

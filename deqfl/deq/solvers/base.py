@@ -99,6 +99,8 @@ class SolverConfig:
     residual norm held in memory (scale-free).  beta: Anderson mixing,
     x_{k+1} = beta * sum_i a_i f(x_i) + (1 - beta) * sum_i a_i x_i.
     damping: fixed-point step x_{k+1} = (1 - damping) x_k + damping f(x_k).
+    keep: evaluation counts j at which the solve keeps its current output, the z it would
+    return with max_iter = j (`SolverStats.kept`, in this order); () keeps none.
     """
 
     method: str = "anderson"
@@ -109,6 +111,7 @@ class SolverConfig:
     lam: float = 1e-4
     beta: float = 1.0
     damping: float = 1.0
+    keep: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         get_solver(self.method)  # a ConfigError naming the registered solvers
@@ -126,6 +129,8 @@ class SolverConfig:
             raise ConfigError(f"solver mixing beta must be in (0, 1], got {self.beta!r}")
         if not 0 < self.damping <= 1:
             raise ConfigError(f"solver damping must be in (0, 1], got {self.damping!r}")
+        if not all(isinstance(j, int) and not isinstance(j, bool) and j >= 1 for j in self.keep):
+            raise ConfigError(f"solver keep must hold evaluation counts >= 1, got {self.keep!r}")
 
     def replace(self, **changes) -> SolverConfig:
         """A copy with `changes` applied (validated again)."""
@@ -147,6 +152,8 @@ class SolverStats:
     (IFT, for samples whose forward residual is over its threshold), else 0.
     abs_trace / rel_trace: (nfe, B) residuals of each sample's current returned iterate after
     every evaluation (frozen once converged), only with trace=True.
+    kept: for each count j of `SolverConfig.keep`, the z the solve would have returned with
+    max_iter = j (its output after j evaluations, or its final output if it stopped sooner).
     """
 
     iterations: Tensor
@@ -159,6 +166,7 @@ class SolverStats:
     backward_fallbacks: int = 0
     abs_trace: Tensor | None = None
     rel_trace: Tensor | None = None
+    kept: tuple[Tensor, ...] = ()
 
     @property
     def mean_iterations(self) -> float:
@@ -199,6 +207,7 @@ class Tracker:
         self.evaluations = 0
         self.singular = 0
         self.trace: list[tuple[Tensor, Tensor]] | None = [] if trace else None
+        self.kept: dict[int, Tensor] = {}
         self.eps = torch.finfo(like.dtype).tiny
 
     def evaluate(self, f: Map, layout: FlatLayout, x: Tensor, previous: Tensor | None = None) -> Tensor:
@@ -233,6 +242,8 @@ class Tracker:
         self.active &= ~self.converged
         if self.trace is not None:
             self.trace.append((self.abs.clone(), self.rel.clone()))
+        if self.nfe in self.config.keep:
+            self.kept[self.nfe] = self.best_z
 
     def running(self) -> bool:
         return self.nfe < self.config.max_iter and bool(self.active.any())
@@ -252,6 +263,7 @@ class Tracker:
             nfe=self.nfe,
             evaluations=self.evaluations,
             singular=self.singular,
+            kept=tuple(layout.unflat(self.kept.get(j, self.best_z)) for j in self.config.keep),
             **traces,
         )
         return SolverResult(layout.unflat(self.best_z), stats)

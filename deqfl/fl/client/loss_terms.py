@@ -11,6 +11,13 @@ A term is any object with a `name` (str, used for the `loss_<name>` metric) and 
 * `JacobianPenalty(weight)`: weight * sum over the DEQ calls of this step of their
   Hutchinson estimates of ||J_f(z*)||_F^2 / dim (only layers with `jac_reg_samples` > 0
   record one; the probes come from the client's own generator).
+* `FixedPointCorrection(weight, model)`: fixed-point correction (Bai et al. 2022),
+  weight * mean_i CE(model(x) with every solve cut at correction step j_i, y): the task
+  loss of the logits the model gives when each DEQ answers with one differentiable cell
+  application from its solve's output after j_i evaluations (`deqfl.deq.budget.replaying`;
+  j_i = `correction_steps(cap, points)`, recorded when local training asks its budget for
+  `points` correction points), so the DEQ learns to be accurate at small budgets. The model
+  runs again from the inputs for each point (its explicit parts included).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from typing import Protocol
 
 from torch import Tensor, nn
 
-from deqfl.deq.budget import SolveRecord, deq_layers
+from deqfl.deq.budget import SolveRecord, deq_layers, replaying
 from deqfl.fl.client.task import TrainOptions
 
 
@@ -39,6 +46,8 @@ class LossInputs:
     penalties."""
     client_state: dict[str, Tensor] | None
     """The client's persistent state (None when the run keeps none)."""
+    inputs: Tensor | None = None
+    """The batch's inputs (for terms that run the model again; None when not given)."""
 
 
 class LossTerm(Protocol):
@@ -75,14 +84,35 @@ class JacobianPenalty:
         return None if penalty is None else self.weight * penalty
 
 
+@dataclass(frozen=True, eq=False)
+class FixedPointCorrection:
+    weight: float
+    model: nn.Module
+    name: str = "correction"
+
+    def __call__(self, inputs: LossInputs) -> Tensor | None:
+        points = inputs.solves.correction_points
+        if points == 0 or inputs.inputs is None:
+            return None
+        total = None
+        for point in range(points):
+            with replaying(self.model, inputs.solves, point):
+                loss = nn.functional.cross_entropy(self.model(inputs.inputs), inputs.targets)
+            total = loss if total is None else total + loss
+        return self.weight / points * total
+
+
 def default_loss_terms(options: TrainOptions, model: nn.Module) -> tuple[LossTerm, ...]:
     """Task loss, then FedProx's term when mu > 0, then the Jacobian penalty when a DEQ of
-    `model` has jac_reg_samples > 0 and the weight is > 0."""
+    `model` has jac_reg_samples > 0 and the weight is > 0, then fixed-point correction when
+    `model` has a DEQ and its weight is > 0."""
     terms: list[LossTerm] = [TaskLoss()]
     if options.proximal_mu > 0:
         terms.append(ProximalTerm(options.proximal_mu))
     if options.jacobian_weight > 0 and any(deq.jac_reg_samples > 0 for _, deq in deq_layers(model)):
         terms.append(JacobianPenalty(options.jacobian_weight))
+    if options.fixed_point_correction > 0 and deq_layers(model):
+        terms.append(FixedPointCorrection(options.fixed_point_correction, model))
     return tuple(terms)
 
 

@@ -31,8 +31,10 @@ class TrainOptions:
     augmented by `augment` (`deqfl.data.augment`; "none": as stored), FedProx's proximal
     weight `proximal_mu` (0: off), up to `residual_samples` rows for the residual probe, the
     weight of the DEQ's Jacobian penalty in the loss (used when the model's
-    `jac_reg_samples` > 0), and warm starts (`deqfl.fl.client.warm_start`: each training
-    solve starts from the sample's cached fixed point, stored in `warm_start_dtype`)."""
+    `jac_reg_samples` > 0), warm starts (`deqfl.fl.client.warm_start`: each training
+    solve starts from the sample's cached fixed point, stored in `warm_start_dtype`), and
+    fixed-point correction's weight (0: off) and points
+    (`deqfl.fl.client.loss_terms.FixedPointCorrection`)."""
 
     lr: float
     momentum: float
@@ -47,6 +49,14 @@ class TrainOptions:
     augment: str = "none"
     warm_start: bool = False
     warm_start_dtype: str = "float16"
+    fixed_point_correction: float = 0.0
+    correction_points: int = 2
+
+    @property
+    def active_correction_points(self) -> int:
+        """Correction points a training forward keeps: `correction_points` when fixed-point
+        correction is on, else 0."""
+        return self.correction_points if self.fixed_point_correction > 0 else 0
 
 
 @dataclass(frozen=True)

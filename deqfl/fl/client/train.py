@@ -174,9 +174,12 @@ def _train(round_: ClientRound, backward: BackwardMode) -> _Trained:
         step.batch = batch
         for hook in round_.step_hooks:
             hook.before_forward(step)
-        with solver_budget(model, task.forward_cap, tier.tol, backward, probe_gen, keep_fixed_points=True) as solves:
+        with solver_budget(
+            model, task.forward_cap, tier.tol, backward, probe_gen,
+            keep_fixed_points=True, correction_points=opts.active_correction_points,
+        ) as solves:
             logits = model(x)
-        inputs = LossInputs(logits, round_.y_train[batch], params, anchor, solves, round_.client_state)
+        inputs = LossInputs(logits, round_.y_train[batch], params, anchor, solves, round_.client_state, x)
         loss, step.losses = total_loss(round_.loss_terms, inputs)
         step.solves = solves
         optimizer.zero_grad(set_to_none=True)
