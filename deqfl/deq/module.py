@@ -133,6 +133,11 @@ class DEQ(nn.Module):
         finally:
             self.train_solver, self.eval_solver, self.backward, self._sink, self._generator, self._correction_points = saved
 
+    @property
+    def is_replaying(self) -> bool:
+        """True inside `replaying`: calls answer from kept states, they solve nothing."""
+        return self._replay is not None
+
     @contextlib.contextmanager
     def replaying(self, states: list[Tensor]) -> Iterator[None]:
         """Answer the next calls with f(z, u) from `states` in order (see the class

@@ -65,9 +65,11 @@ def dataset():
 CLIENT = ClientData(0, np.arange(100, 100 + N), np.arange(200, 208))
 
 
-def task(steps: int, round_: int = 1, warm: bool = True, dtype: str = "float16", cap: int = 30) -> ClientTask:
+def task(steps: int, round_: int = 1, warm: bool = True, dtype: str = "float16", cap: int = 30,
+         correction: float = 0.0) -> ClientTask:
     options = TrainOptions(lr=0.05, momentum=0.0, weight_decay=0.0, batch_size=BATCH, proximal_mu=0.0,
-                           residual_samples=8, warm_start=warm, warm_start_dtype=dtype)
+                           residual_samples=8, warm_start=warm, warm_start_dtype=dtype,
+                           fixed_point_correction=correction)
     tier = TierConfig(name="t", share=1.0, local_steps=steps, forward_cap=cap)
     return ClientTask(round=round_, seed=0, tier=tier, forward_cap=cap, reference_cap=cap, reference_tol=1e-3,
                       options=options)
@@ -102,6 +104,15 @@ def test_misses_start_cold_hits_start_warm_within_and_across_rounds(dataset):
     assert bool(state[SEEN + "deq"].all())
     update, steps = run(model, dataset, task(1, round_=2), state)  # the next round starts warm
     assert steps[0][1] == [WARM] * BATCH
+
+
+def test_fixed_point_corrections_replays_are_not_cached(dataset):
+    """The toy's states do not depend on its parameters, so the cache must be the same with
+    correction on (its replays at steps 2 and 5 of cap 8 are not fixed points)."""
+    plain, _ = run(Toy(), dataset, task(N // BATCH, cap=8))
+    corrected, _ = run(Toy(), dataset, task(N // BATCH, cap=8, correction=1.0))
+    assert "loss_correction" in corrected.metrics
+    assert torch.equal(plain.client_state[Z + "deq"], corrected.client_state[Z + "deq"])
 
 
 def test_a_partly_cached_batch_mixes_per_sample(dataset):

@@ -116,7 +116,7 @@ class WarmStartCache(StepHook):
             for name, deq in deq_layers(model):
                 layer = self.layers.setdefault(name, _Layer(None, torch.zeros(len(self.rows), dtype=torch.bool, device=self.device)))
                 handles.append(deq.register_forward_pre_hook(self._pre_hook(deq, layer), with_kwargs=True))
-                handles.append(deq.register_forward_hook(self._post_hook(layer)))
+                handles.append(deq.register_forward_hook(self._post_hook(deq, layer)))
             yield
         finally:
             self._batch = None
@@ -126,7 +126,7 @@ class WarmStartCache(StepHook):
     def _pre_hook(self, deq: DEQ, layer: _Layer):
         def hook(module: nn.Module, args: tuple, kwargs: dict):
             batch = self._batch
-            if batch is None or layer.z is None or len(args) > 1 or kwargs.get("z0") is not None:
+            if batch is None or deq.is_replaying or layer.z is None or len(args) > 1 or kwargs.get("z0") is not None:
                 return None
             hits = layer.seen[batch]
             if not bool(hits.any()):
@@ -145,10 +145,10 @@ class WarmStartCache(StepHook):
 
         return hook
 
-    def _post_hook(self, layer: _Layer):
+    def _post_hook(self, deq: DEQ, layer: _Layer):
         def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
             batch = self._batch
-            if batch is None:
+            if batch is None or deq.is_replaying:  # fixed-point correction's replays are no fixed points
                 return
             z = output.detach()
             if layer.z is None or tuple(layer.z.shape[1:]) != tuple(z.shape[1:]):
