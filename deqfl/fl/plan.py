@@ -7,7 +7,11 @@ and gives each sampled client its task. Everything in a task is the server's dec
 - `forward_cap`: the tier's `max_iter`, or with a `time_budget` the largest cap whose
   worst-case simulated time fits (`deqfl.fl.clock.cap_for_time_budget`);
 - `local_steps`: `deqfl.fl.client.local_step_count` of the tier and the client's rows;
-- `control_variates`: the run's (SCAFFOLD's client mod runs when it is "scaffold").
+- `control_variates`: the run's (SCAFFOLD's client mod runs when it is "scaffold");
+- `personalization`: the run's personalised algorithm (`deqfl.fl.personal`), if any.
+
+Under personalisation the download carries only the entries that travel (not
+`PersonalTask.local`), and clients held out of training (`held_out`) are never sampled.
 
 The download carries the fusion's extras besides the global state (SCAFFOLD's control
 variate, `deqfl.fl.transport.with_extras`), so they count in `bytes_down`. Each job
@@ -28,6 +32,7 @@ import torch
 from deqfl.fl import privacy as dp
 from deqfl.fl.attacks import AttackConfig
 from deqfl.fl.client import ClientData, ClientTask, TrainOptions, local_step_count
+from deqfl.fl.client.task import PersonalTask
 from deqfl.fl.client_state import ClientStateStore
 from deqfl.fl.clock import cap_for_time_budget
 from deqfl.fl.faults import FaultsConfig, crash_at
@@ -65,6 +70,10 @@ class RoundSettings:
     """The DEQ's Jacobian-penalty probes per sample (`jac_reg_samples`), for the planner."""
     control_variates: str = "none"
     """`fusion.control_variates`: "scaffold" gives every task SCAFFOLD's client mod."""
+    personalization: PersonalTask | None = None
+    """The personalised algorithm every task runs (`deqfl.fl.personal`); None: none."""
+    held_out: tuple[int, ...] = ()
+    """Clients never sampled for training (personalisation's unseen clients)."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +132,7 @@ def plan_round(
     `client_state` is read for the sampled clients."""
     sample = _sample(round_number, tiers, settings)
     extras = dict(extras or {})
-    download = encode_state(with_extras(dict(global_state), extras), settings.transport_dtype)
+    download = encode_state(with_extras(wire_state(global_state, settings), extras), settings.transport_dtype)
     sub_globals = {width: slice_state(global_state, shapes) for width, shapes in settings.sub_shapes.items()}
     download_bytes = {1.0: len(download)} | {
         width: len(encode_state(sub, settings.transport_dtype)) for width, sub in sub_globals.items()
@@ -139,6 +148,13 @@ def plan_round(
     return RoundPlan(round_number, sample, jobs, download, download_bytes, sub_globals, malicious, extras)
 
 
+def wire_state(global_state: Mapping[str, torch.Tensor], settings: RoundSettings) -> dict[str, torch.Tensor]:
+    """The entries of the global state that travel: all but the personalised algorithm's
+    `PersonalTask.local` ones."""
+    local = set(settings.personalization.local) if settings.personalization is not None else set()
+    return {k: v for k, v in global_state.items() if k not in local}
+
+
 def _packed_state(store: ClientStateStore | None, client_id: int) -> bytes | None:
     state = store.get(client_id) if store is not None else None
     return None if state is None else pack_tensors(state)
@@ -147,7 +163,8 @@ def _packed_state(store: ClientStateStore | None, client_id: int) -> bytes | Non
 def _sample(round_number: int, tiers: list[TierConfig], s: RoundSettings) -> RoundSample:
     if s.privacy is not None and s.privacy.mode == "central":
         return dp.poisson_sample(tiers, s.seed, round_number, s.fraction, s.rule, s.min_forward_cap)
-    return sample_round(tiers, s.seed, round_number, s.fraction, s.min_clients, s.rule, s.min_forward_cap)
+    return sample_round(tiers, s.seed, round_number, s.fraction, s.min_clients, s.rule, s.min_forward_cap,
+                        exclude=s.held_out)
 
 
 def _task(round_number: int, data: ClientData, tier: TierConfig, s: RoundSettings, payload: int) -> ClientTask:
@@ -168,4 +185,5 @@ def _task(round_number: int, data: ClientData, tier: TierConfig, s: RoundSetting
         crash_at=crash_at(s.faults, s.seed, round_number, cid),
         local_dp=s.privacy if s.privacy is not None and s.privacy.mode == "local" else None,
         control_variates=s.control_variates,
+        personalization=s.personalization,
     )

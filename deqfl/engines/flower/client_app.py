@@ -38,6 +38,7 @@ from deqfl.engines.flower import protocol as P
 from deqfl.engines.flower.spec import FlowerNode, NodeLoader
 from deqfl.errors import ClientFailure
 from deqfl.fl.client import ClientData, train_client
+from deqfl.fl.personal.mod import complete_download
 from deqfl.fl.transport import decode_state, encode_state, split_extras, with_extras
 from deqfl.models import federated_state
 
@@ -88,6 +89,7 @@ def _train(load_node: NodeLoader, message: Message, context: Context) -> Message
     torch.set_num_threads(run.node.threads)
     data = _client_data(run, digest, client_id)
     received, extras = split_extras(decode_state(bytes(record["payload"]), like=run.reference))  # type: ignore[arg-type]
+    received = complete_download(received, run.reference, task.personalization)  # the entries that stay here
     kept = context.state.array_records.get(CLIENT_STATE_KEY)
     try:
         update = train_client(

@@ -12,7 +12,8 @@
 `builtin_mods(task)` lists the ones a task asks for, outermost first: width slicing,
 attack, local DP, crash (so the attack tampers with the privatised update, and both see
 the sliced global state), then the algorithm's own mod, innermost, next to honest training:
-SCAFFOLD's (`deqfl.fl.client.scaffold`, `task.control_variates == "scaffold"`).
+SCAFFOLD's (`deqfl.fl.client.scaffold`, `task.control_variates == "scaffold"`) or the
+personalised algorithm's (`deqfl.fl.personal.mod.personalize`, `task.personalization`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from deqfl.fl.client.mods import ClientFn, ClientMod, ClientRound
 from deqfl.fl.client.scaffold import scaffold
 from deqfl.fl.client.task import ClientTask
 from deqfl.fl.faults import ClientCrash, crash_step
+from deqfl.fl.personal.mod import personalize
 from deqfl.fl.privacy import privatize_local
 from deqfl.fl.update import ClientUpdate
 from deqfl.models.width import multiply_accumulates, narrow_model, slice_state, sub_shapes
@@ -85,4 +87,6 @@ def builtin_mods(task: ClientTask) -> list[ClientMod]:
         mods.append(crash)
     if task.control_variates == "scaffold":
         mods.append(scaffold)
+    if task.personalization is not None:
+        mods.append(personalize)
     return mods
