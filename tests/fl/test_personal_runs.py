@@ -103,3 +103,16 @@ def test_unseen_evaluation_is_deterministic(tmp_path):
         run_experiment(_config(tmp_path, *extra), tmp_path / name)
     (a,), (b,) = read_jsonl(tmp_path / "a" / "metrics.jsonl"), read_jsonl(tmp_path / "b" / "metrics.jsonl")
     assert a["unseen_accuracy"] == b["unseen_accuracy"] and a["unseen_accuracy"]["clients"] == 1
+
+
+def test_worker_processes_give_the_same_personalised_round(tmp_path):
+    """Each worker completes downloads from its own rebuilt model (the run's seed), so the
+    round is bitwise the same with two workers as with one."""
+    extra = ("personalization.algorithm=fedrep", "experiment.rounds=1")
+    run_experiment(_config(tmp_path, *extra), tmp_path / "one")
+    run_experiment(_config(tmp_path, *extra, "experiment.workers=2"), tmp_path / "two")
+    a, b = load_file(str(tmp_path / "one" / "model.safetensors")), load_file(str(tmp_path / "two" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    (ra,), (rb,) = read_jsonl(tmp_path / "one" / "metrics.jsonl"), read_jsonl(tmp_path / "two" / "metrics.jsonl")
+    assert ra["personal_accuracy"] == rb["personal_accuracy"]
+    assert _digests(tmp_path / "one") == _digests(tmp_path / "two")
