@@ -224,3 +224,22 @@ def test_augmented_lagrangian_and_proximal_pull_by_hand():
     assert float(ProximalTo(theta, 2.0)(_inputs(mine, mine))) == pytest.approx(1.5)  # 2/2 * 1.5
     new = dual_update(dual, mine, theta, step=0.1)  # lambda + 0.1 (theta_k - theta)
     assert torch.allclose(new["a"], torch.tensor([0.25, -0.5])) and torch.allclose(new["b"], torch.tensor([0.95]))
+
+
+def test_personal_evaluation_runs_at_the_clients_own_forward_cap(dataset):
+    """A weak device evaluates (and so personalises) at its own solver budget: at a tolerance
+    no solve meets, the DEQ spends exactly cap cell evaluations per test row."""
+    from deqfl.fl.client.mods import ClientRound  # noqa: PLC0415
+    from deqfl.fl.personal.base import personal_metrics  # noqa: PLC0415
+    from deqfl.models import build_model, federated_state  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    model = build_model("deq-mnist", input_shape=(1, 8, 8), num_classes=10)
+    for cap in (2, 5):
+        tier = TierConfig(name="weak", share=1.0, forward_cap=cap, tol=1e-12)
+        client = task("fedper")
+        client = ClientTask(**{**client.__dict__, "tier": tier, "forward_cap": cap})
+        round_ = ClientRound(model, {}, client, dataset, DATA, None, None, (), (), None)
+        model.deq.reset_counters()
+        personal_metrics(round_, federated_state(model), client.personalization)
+        assert model.deq.cell_evals == cap * TEST_ROWS
