@@ -8,6 +8,7 @@ from __future__ import annotations
 from deqfl.cli.main import import_optional
 
 BENCH_MODULES = (
+    "deqfl.bench.cifar_models_bench",
     "deqfl.bench.deq_bench",
     "deqfl.bench.engine_bench",
     "deqfl.bench.flower_bench",

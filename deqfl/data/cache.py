@@ -55,13 +55,13 @@ def entry_dir(root: Path, name: str, key: str) -> Path:
     return root / f"{name}-{key}"
 
 
-def read_entry(entry: Path) -> DatasetArrays | None:
-    """The cached arrays (read into memory; their `folder` is the entry), None when there is
-    no entry, CorruptCacheError if unreadable."""
+def read_entry(entry: Path, mmap: bool = False) -> DatasetArrays | None:
+    """The cached arrays (read into memory, or mapped read-only with `mmap`; their
+    `folder` is the entry), None when there is no entry, CorruptCacheError if unreadable."""
     if not entry.is_dir():
         return None
     try:
-        return open_arrays(entry)
+        return open_arrays(entry, mmap=mmap)
     except Exception as exc:  # any failure to read means the entry is unusable
         raise CorruptCacheError(f"{entry}: {type(exc).__name__}: {exc}") from exc
 

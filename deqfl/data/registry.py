@@ -75,9 +75,13 @@ def load_dataset(
     name: str,
     data_dir: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    mmap: bool = False,
     **options: object,
 ) -> DatasetArrays:
     """Load data set `name` from `data_dir` (None: the source's default), via the cache.
+    `mmap=True`: a cached entry is mapped read-only instead of read (a process then reads
+    only the rows it indexes, and processes share one copy through the page cache).
 
     Raises DataError for an unknown name or option, and for missing or corrupt source
     files (naming the files expected and how to obtain them). A cache entry that cannot
@@ -96,7 +100,7 @@ def load_dataset(
     inputs = source.inputs(path, **options)
     entry = cache.entry_dir(cache.cache_root(cache_dir), name, cache.cache_key(name, options, inputs))
     try:
-        cached = cache.read_entry(entry)
+        cached = cache.read_entry(entry, mmap=mmap)
     except cache.CorruptCacheError as exc:
         warnings.warn(f"ignoring unreadable cache entry, rebuilding it from the source: {exc}",
                       stacklevel=2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import os
 import tomllib
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -20,9 +21,11 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from deqfl.aliases import reject_both_names, rename_old_keys, renamed_field
+from deqfl.data.augment import augmentation_names
 from deqfl.devices import check_device_name
 from deqfl.errors import ConfigError
 from deqfl.fl.attacks import AttackConfig
+from deqfl.fl.client.optimizers import canonical_options, client_optimizer, client_optimizer_names
 from deqfl.fl.faults import FaultsConfig
 from deqfl.fl.fusion import FusionConfig
 from deqfl.fl.fusion.compat import coverage_aggregators
@@ -107,6 +110,20 @@ class DataSection(_Section):
     holdout_fraction: float = Field(0.1, ge=0, lt=1, description="Share of each client's data held back for its local evaluation.")
     train_subset: int = Field(0, ge=0, description="Use only the first N training rows (0: all); for quick runs.")
     eval_subset: int = Field(0, ge=0, description="Per-round evaluation on a fixed seeded subset of N test rows (0: all). The final evaluation always uses the whole test set.")
+    augment: str = Field(
+        "none",
+        description="Augmentation of each client's training batches, drawn from a generator seeded by (seed, round, client) "
+        "(deqfl/data/augment.py): none, crop-flip (pad 4 black pixels, random crop back to size, random horizontal flip: "
+        "the standard CIFAR-10 augmentation; a mirrored digit is another shape, so leave it off for the MNIST-like sets), "
+        "or a registered name. Never applied to evaluation or the residual probe.",
+    )
+
+    @field_validator("augment")
+    @classmethod
+    def _known_augmentation(cls, name: str) -> str:
+        if name not in augmentation_names():
+            raise ValueError(f"unknown augmentation {name!r}; valid choices: {', '.join(augmentation_names())}")
+        return name
 
 
 class ModelSection(_Section):
@@ -115,12 +132,60 @@ class ModelSection(_Section):
 
 
 class TrainSection(_Section):
-    lr: float = Field(0.05, gt=0, le=FLOAT32_MAX, description="Client SGD learning rate (a float32: at most 3.4e38).")
-    momentum: float = Field(0.9, ge=0, lt=1, description="Client SGD momentum.")
-    weight_decay: float = Field(0.0, ge=0, le=FLOAT32_MAX, description="Client SGD weight decay (at most 3.4e38).")
+    optimizer: str = Field(
+        "sgd",
+        description="Client optimiser, built afresh every round (no optimiser state carries over between rounds): "
+        "sgd (momentum, weight_decay), adam, adamw (Adam with decoupled weight decay), or a registered name "
+        "(deqfl/fl/client/optimizers/). FedNova and SCAFFOLD need sgd.",
+    )
+    optimizer_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Options of the chosen optimiser, checked by its own model: adam and adamw beta_1 (0.9), "
+        "beta_2 (0.999), eps (1e-8); sgd none (its momentum and weight decay are train.momentum, train.weight_decay).",
+    )
+    lr: float = Field(0.05, gt=0, le=FLOAT32_MAX, description="Client learning rate (a float32: at most 3.4e38); the base rate of lr_schedule.")
+    lr_schedule: Literal["constant", "cosine", "step"] = Field(
+        "constant",
+        description="The clients' rate over rounds, decided by the server and sent in each task (deqfl/fl/lr_schedule.py): "
+        "constant; cosine from lr down towards lr_min over the rounds after warmup; step (times lr_step_factor every "
+        "lr_step_rounds rounds). Each round's rate is in its record (`lr`).",
+    )
+    lr_min: float = Field(0.0, ge=0, le=FLOAT32_MAX, description="lr_schedule=cosine: the rate it falls to at the end of the last round (at most lr).")
+    lr_warmup_rounds: int = Field(0, ge=0, description="Rounds of linear warmup before the schedule: round r <= W trains at lr * r / (W + 1); fewer than experiment.rounds.")
+    lr_step_rounds: int = Field(1, gt=0, description="lr_schedule=step: rounds between two steps.")
+    lr_step_factor: float = Field(0.1, gt=0, le=1, description="lr_schedule=step: the factor of each step.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="Client SGD momentum (optimizer=sgd).")
+    weight_decay: float = Field(0.0, ge=0, le=FLOAT32_MAX, description="Client weight decay (at most 3.4e38): L2 added to the gradient (sgd, adam), decoupled (adamw).")
     batch_size: int = Field(32, gt=0, description="Client batch size (a tier may override).")
     proximal_mu: float = Field(0.0, ge=0, le=FLOAT32_MAX, description="FedProx proximal term mu (0: plain local SGD; at most 3.4e38).")
     residual_samples: int = Field(256, gt=0, description="Own samples on which a client measures its residual r_k.")
+    warm_start: bool = Field(False, description="Start each training solve from the sample's fixed point of the last time its client trained on it (a cache in the client's state: kept across rounds and in checkpoints, never uploaded; misses start cold). DEQ models only.")
+    warm_start_dtype: Literal["float16", "float32"] = Field("float16", description="Storage dtype of the warm-start cache: per client, training rows x (fixed-point values x 2 or 4 bytes + 9) bytes, e.g. 6.3 KB a row for deq-mnist in float16.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _optimizer_options(cls, data: Any) -> Any:
+        """The options table checked by the chosen optimiser's model and kept canonical
+        (`deqfl.fl.client.optimizers.canonical_options`)."""
+        if not isinstance(data, Mapping):
+            return data
+        name, table = data.get("optimizer", "sgd"), data.get("optimizer_options", {})
+        if not isinstance(name, str) or name not in client_optimizer_names() or not isinstance(table, Mapping):
+            return data
+        return {**data, "optimizer_options": canonical_options(name, table)}
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, name: str) -> str:
+        if name not in client_optimizer_names():
+            raise ValueError(f"unknown client optimizer {name!r}; valid choices: {', '.join(client_optimizer_names())}")
+        return name
+
+    @model_validator(mode="after")
+    def _lr_min_below_lr(self) -> TrainSection:
+        if self.lr_schedule == "cosine" and self.lr_min > self.lr:
+            raise ValueError(f"lr_min ({self.lr_min:g}) must be at most lr ({self.lr:g}): cosine falls from lr to lr_min")
+        return self
 
 
 class SamplingSection(_Section):
@@ -265,8 +330,30 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> ExperimentCo
     _check_width_slicing(config, source)
     _check_control_variates(config, source)
     _check_model_options(config, source)
+    _check_client_training(config, source)
     _check_personalization(config, source)
     return config
+
+
+def _check_client_training(config: ExperimentConfig, source: str) -> None:
+    """FedNova's normaliser and SCAFFOLD's control variate assume heavy-ball SGD steps
+    (`deqfl.fl.client.optimizers.base`); warmup ends before the last round."""
+    train = config.train
+    if not client_optimizer(train.optimizer).heavy_ball:
+        users = {"fusion.aggregator = 'fednova'": config.fusion.aggregator == "fednova",
+                 "fusion.control_variates = 'scaffold'": config.fusion.control_variates == "scaffold"}
+        for setting, uses in users.items():
+            if uses:
+                raise ConfigError(
+                    f"invalid {source}:\n  train.optimizer = '{train.optimizer}' does not run heavy-ball SGD steps, "
+                    f"which {setting} assumes; use train.optimizer = 'sgd'"
+                )
+    rounds = config.experiment.rounds
+    if train.lr_warmup_rounds >= rounds:
+        raise ConfigError(
+            f"invalid {source}:\n  train.lr_warmup_rounds = {train.lr_warmup_rounds} leaves no round after warmup "
+            f"(experiment.rounds = {rounds}); use fewer warmup rounds"
+        )
 
 
 def _check_personalization(config: ExperimentConfig, source: str) -> None:

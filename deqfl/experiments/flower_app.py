@@ -14,7 +14,11 @@ running the ServerApp, i.e. the SuperLink's), `resume` (bool).
 - `server_app` (a SuperLink's `flwr-serverapp` process): validates the run config and runs
   `runner.run_rounds` with its clients on the SuperLink's grid (`grid_engines`).
 - `client_app` (every SuperNode, and every virtual node of the simulation): rebuilds the
-  run's data, model and partition from the config text (`load_node`).
+  run's data (mapped), model and partition from the config text (`load_node`).
+
+A deployed SuperNode loads this module in a fresh process for every message, so it imports
+only what both apps' objects need; each function imports what it uses (a ClientApp
+process never imports the server's round loop, and a query message imports no torch).
 """
 
 from __future__ import annotations
@@ -22,21 +26,21 @@ from __future__ import annotations
 import functools
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from deqfl.data import load_dataset
-from deqfl.devices import prepare_device, resolve_device
 from deqfl.engines.flower.client_app import make_client_app
-from deqfl.engines.flower.engine import grid_engine
-from deqfl.engines.flower.spec import FlowerNode, FlowerRun
 from deqfl.errors import ConfigError
-from deqfl.experiments.config import ExperimentConfig, validate_config
-from deqfl.experiments.runner import EngineFactory, Federation, client_partition, run_rounds
-from deqfl.fl.server import Engine
-from deqfl.models import build_model
+
+if TYPE_CHECKING:
+    from deqfl.data import DatasetArrays
+    from deqfl.engines.flower.spec import FlowerNode, FlowerRun
+    from deqfl.experiments.config import ExperimentConfig
+    from deqfl.experiments.runner import EngineFactory, Federation
+    from deqfl.fl.client import ClientData
+    from deqfl.fl.server import Engine
 
 APP_TOML = """\
 [build-system]
@@ -67,6 +71,9 @@ resume = false
 def flower_run(config: ExperimentConfig) -> FlowerRun:
     """The Flower engines' view of the run `config` describes; a virtual client reserves
     `flower.client_gpus` of a GPU when the run computes on CUDA."""
+    from deqfl.devices import resolve_device  # noqa: PLC0415
+    from deqfl.engines.flower.spec import FlowerRun  # noqa: PLC0415
+
     flower = config.flower
     on_cuda = resolve_device(config.experiment.device).type == "cuda"
     return FlowerRun(
@@ -78,6 +85,8 @@ def flower_run(config: ExperimentConfig) -> FlowerRun:
 
 def grid_engines(grid: Grid, config: ExperimentConfig) -> EngineFactory:
     """An engine factory for `runner.run_rounds`: the run's clients on `grid`'s nodes."""
+    from deqfl.engines.flower.engine import grid_engine  # noqa: PLC0415
+
     run = flower_run(config)
 
     def factory(fed: Federation) -> Engine:
@@ -88,13 +97,23 @@ def grid_engines(grid: Grid, config: ExperimentConfig) -> EngineFactory:
 
 def load_node(config_text: str, data_dir: str | None) -> FlowerNode:
     """A node of the run whose config is `config_text` (validated here); `data_dir`, when
-    not None, replaces `data.data_dir` (the device's own data folder)."""
+    not None, replaces `data.data_dir` (the device's own data folder). The data set is
+    mapped from the data cache (read where it has no cache entry yet); the partition is
+    computed only when a node's partition cache lacks it (`_partition`)."""
+    import torch  # noqa: PLC0415
+
+    from deqfl.data import load_dataset  # noqa: PLC0415
+    from deqfl.devices import prepare_device  # noqa: PLC0415
+    from deqfl.engines.flower.spec import FlowerNode  # noqa: PLC0415
+    from deqfl.experiments.config import validate_config  # noqa: PLC0415
+    from deqfl.models import build_model  # noqa: PLC0415
+
     config = validate_config(tomllib.loads(config_text), source="run config from the server")
     if data_dir is not None:
         config.data.data_dir = data_dir
     data = config.data
     device = prepare_device(config.experiment.device)
-    dataset = load_dataset(data.dataset, data_dir=data.data_dir, cache_dir=data.cache_dir)
+    dataset = load_dataset(data.dataset, data_dir=data.data_dir, cache_dir=data.cache_dir, mmap=True)
     with torch.random.fork_rng(devices=[]), torch.device("cpu"):
         torch.manual_seed(config.experiment.seed)  # the server's build: personal parts start from the same values
         model = build_model(
@@ -104,8 +123,14 @@ def load_node(config_text: str, data_dir: str | None) -> FlowerNode:
     return FlowerNode(
         dataset=dataset, model=model, num_clients=data.num_clients, threads=config.experiment.threads,
         transport_dtype=config.transport.dtype, cache_dir=data.cache_dir,
-        partition=functools.partial(client_partition, config, dataset),
+        partition=functools.partial(_partition, config, dataset),
     )
+
+
+def _partition(config: ExperimentConfig, dataset: DatasetArrays) -> list[ClientData]:
+    from deqfl.experiments.runner import client_partition  # noqa: PLC0415
+
+    return client_partition(config, dataset)
 
 
 def run_config(config: ExperimentConfig, out_dir: Path, resume: bool) -> dict[str, str | bool]:
@@ -123,5 +148,8 @@ def _main(grid: Grid, context: Context) -> None:
     text, out = str(values.get("deqfl-config", "")), str(values.get("out-dir", ""))
     if not text or not out:
         raise ConfigError("run config needs `deqfl-config` and `out-dir`: start runs with `deqfl run --engine flower`")
+    from deqfl.experiments.config import validate_config  # noqa: PLC0415
+    from deqfl.experiments.runner import run_rounds  # noqa: PLC0415
+
     config = validate_config(tomllib.loads(text), source="run config deqfl-config")
     run_rounds(config, Path(out), bool(values.get("resume", False)), None, None, grid_engines(grid, config))

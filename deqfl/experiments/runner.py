@@ -43,9 +43,11 @@ from deqfl.fl.checkpoint import (
 )
 from deqfl.fl.client import ClientData, TrainOptions, tier_backward
 from deqfl.fl.client.task import PersonalTask
+from deqfl.fl.client.warm_start import cache_bytes_per_sample
 from deqfl.fl.client_state import ClientStateStore
 from deqfl.fl.evaluation import EvalResult, evaluate
 from deqfl.fl.fusion import make_fusion
+from deqfl.fl.lr_schedule import LrSchedule
 from deqfl.fl.personal.mod import local_keys
 from deqfl.fl.personal.split import split_model
 from deqfl.fl.personal.unseen import evaluate_unseen
@@ -106,6 +108,9 @@ def build_federation(config: ExperimentConfig) -> Federation:
     model.to(device)
     for tier in _distinct_tiers(tiers):
         tier_backward(tier, model)  # a model option that contradicts a tier's gradient mode fails here
+    if config.train.warm_start and find_deq(model) is None:
+        raise ConfigError(f"train.warm_start = true needs a DEQ model, but model.name = '{config.model.name}' "
+                          "has no DEQ layer: drop train.warm_start or choose a DEQ model (`deqfl models`)")
     x_test = dataset.normalise(dataset.x_test)
     y_test = torch.as_tensor(dataset.y_test, device="cpu")
     eval_rows = None
@@ -166,7 +171,13 @@ def _settings(fed: Federation) -> RoundSettings:
         options=TrainOptions(
             lr=c.train.lr, momentum=c.train.momentum, weight_decay=c.train.weight_decay,
             batch_size=c.train.batch_size, proximal_mu=c.train.proximal_mu,
-            residual_samples=c.train.residual_samples,
+            residual_samples=c.train.residual_samples, optimizer=c.train.optimizer,
+            optimizer_options=dict(c.train.optimizer_options), augment=c.data.augment,
+            warm_start=c.train.warm_start, warm_start_dtype=c.train.warm_start_dtype,
+        ),
+        lr_schedule=LrSchedule(
+            c.train.lr_schedule, c.experiment.rounds, c.train.lr_min, c.train.lr_warmup_rounds,
+            c.train.lr_step_rounds, c.train.lr_step_factor,
         ),
         attack=c.attack if c.attack.active else None,
         malicious=tuple(malicious_clients(c.attack, c.data.num_clients, c.experiment.seed)),
@@ -176,6 +187,10 @@ def _settings(fed: Federation) -> RoundSettings:
         deq_model=find_deq(fed.model) is not None,
         jacobian_probes=getattr(find_deq(fed.model), "jac_reg_samples", 0),
         control_variates=c.fusion.control_variates,
+        client_state_per_sample=(
+            cache_bytes_per_sample(fed.model, fed.dataset.input_shape, c.train.warm_start_dtype)
+            if c.train.warm_start else 0
+        ),
         personalization=personal_task(fed),
         held_out=tuple(unseen_clients(c)),
     )

@@ -21,8 +21,9 @@ the client); it is completed with the global values of the others (`embed_partia
 their delta is zero and fusion leaves them as they are.
 A reply's client state (`ClientReply.client_state`: the client's own, never uploaded) is
 kept for the store (`Intake.client_states`) when it is well-formed (at most `state_limit`
-bytes, checked before decoding, decoding to tensors with finite values), whether or not
-the update is then used:
+bytes plus `state_per_sample` per training row of the client (the warm-start cache's
+`RoundSettings.client_state_per_sample`), checked before decoding, decoding to tensors
+with finite values), whether or not the update is then used:
 the client keeps its state whatever the server does with its upload. A malformed one is a
 rejection and is not kept.
 Only declared client failures (`deqfl.errors.ClientFailure`: errors the engine reported,
@@ -96,6 +97,7 @@ def take_in(
     deq_model: bool,
     deadline: float | None,
     faults: FaultsConfig | None,
+    state_per_sample: int = 0,
     local: tuple[str, ...] = (),
 ) -> Intake:
     intake = Intake()
@@ -106,7 +108,7 @@ def take_in(
     for job, reply in pairs:
         cid, width = job.client_id, job.task.tier.width
         try:
-            kept = read_client_state(reply.client_state, max_state)
+            kept = read_client_state(reply.client_state, max_state + state_per_sample * len(job.data.train_indices))
             if kept is not None:
                 intake.client_states[cid] = kept
             update, bytes_up = read_update(

@@ -7,6 +7,8 @@ and gives each sampled client its task. Everything in a task is the server's dec
 - `forward_cap`: the tier's `max_iter`, or with a `time_budget` the largest cap whose
   worst-case simulated time fits (`deqfl.fl.clock.cap_for_time_budget`);
 - `local_steps`: `deqfl.fl.client.local_step_count` of the tier and the client's rows;
+- `options.lr`: the round's learning rate (`deqfl.fl.lr_schedule`), the same for every
+  client of the round and kept in `RoundPlan.lr`;
 - `control_variates`: the run's (SCAFFOLD's client mod runs when it is "scaffold");
 - `personalization`: the run's personalised algorithm (`deqfl.fl.personal`), if any.
 
@@ -24,6 +26,7 @@ steer the model, and records any mismatch.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -36,6 +39,7 @@ from deqfl.fl.client.task import PersonalTask
 from deqfl.fl.client_state import ClientStateStore
 from deqfl.fl.clock import cap_for_time_budget
 from deqfl.fl.faults import FaultsConfig, crash_at
+from deqfl.fl.lr_schedule import LrSchedule
 from deqfl.fl.profiles import TierConfig
 from deqfl.fl.sampling import RoundSample, sample_round
 from deqfl.fl.transport import encode_state, pack_tensors, with_extras
@@ -70,6 +74,16 @@ class RoundSettings:
     """The DEQ's Jacobian-penalty probes per sample (`jac_reg_samples`), for the planner."""
     control_variates: str = "none"
     """`fusion.control_variates`: "scaffold" gives every task SCAFFOLD's client mod."""
+    client_state_per_sample: int = 0
+    """Bytes a client's state may hold per training row beyond the model-sized bound
+    (`deqfl.fl.intake.state_limit`): the warm-start cache's
+    (`deqfl.fl.client.warm_start.cache_bytes_per_sample`; 0 without warm starts)."""
+    lr_schedule: LrSchedule = LrSchedule()
+    """The clients' rate over rounds; `options.lr` is its base rate."""
+
+    def round_options(self, round_number: int) -> TrainOptions:
+        """`options` with the rate of round `round_number`."""
+        return dataclasses.replace(self.options, lr=self.lr_schedule.lr(round_number, self.options.lr))
     personalization: PersonalTask | None = None
     """The personalised algorithm every task runs (`deqfl.fl.personal`); None: none."""
     held_out: tuple[int, ...] = ()
@@ -113,6 +127,8 @@ class RoundPlan:
     """Width ratio -> the tier's slice of the global state (HeteroFL)."""
     malicious: list[int]
     """The selected clients that are malicious (attack simulation)."""
+    lr: float
+    """The round's client learning rate (every task's `options.lr`)."""
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     """The fusion's extras in the download; every reply must upload extras of the same
     names, shapes and dtypes (`deqfl.fl.intake`)."""
@@ -137,15 +153,16 @@ def plan_round(
     download_bytes = {1.0: len(download)} | {
         width: len(encode_state(sub, settings.transport_dtype)) for width, sub in sub_globals.items()
     }
+    options = settings.round_options(round_number)
     jobs = [
         ClientJob(
-            _task(round_number, clients[cid], tiers[cid], settings, len(download)), clients[cid],
+            _task(round_number, clients[cid], tiers[cid], settings, options, len(download)), clients[cid],
             _packed_state(client_state, cid),
         )
         for cid in sample.selected
     ]
     malicious = sorted(set(sample.selected) & set(settings.malicious))
-    return RoundPlan(round_number, sample, jobs, download, download_bytes, sub_globals, malicious, extras)
+    return RoundPlan(round_number, sample, jobs, download, download_bytes, sub_globals, malicious, options.lr, extras)
 
 
 def wire_state(global_state: Mapping[str, torch.Tensor], settings: RoundSettings) -> dict[str, torch.Tensor]:
@@ -167,7 +184,9 @@ def _sample(round_number: int, tiers: list[TierConfig], s: RoundSettings) -> Rou
                         exclude=s.held_out)
 
 
-def _task(round_number: int, data: ClientData, tier: TierConfig, s: RoundSettings, payload: int) -> ClientTask:
+def _task(
+    round_number: int, data: ClientData, tier: TierConfig, s: RoundSettings, options: TrainOptions, payload: int
+) -> ClientTask:
     cap = tier.forward_cap
     if tier.time_budget is not None:
         batch = tier.batch_size or s.options.batch_size
@@ -180,7 +199,7 @@ def _task(round_number: int, data: ClientData, tier: TierConfig, s: RoundSetting
     cid = data.client_id
     return ClientTask(
         round=round_number, seed=s.seed, tier=tier, forward_cap=cap,
-        reference_cap=s.reference_cap, reference_tol=s.reference_tol, options=s.options,
+        reference_cap=s.reference_cap, reference_tol=s.reference_tol, options=options,
         attack=s.attack if cid in s.malicious else None,
         crash_at=crash_at(s.faults, s.seed, round_number, cid),
         local_dp=s.privacy if s.privacy is not None and s.privacy.mode == "local" else None,

@@ -70,6 +70,7 @@ class RoundRecord(_Record):
     malicious: list[int] = Field(description="Sampled clients that run an attack (simulation).")
     malicious_weight: float = Field(description="The fusion weight the malicious clients won.")
     epsilon: float | None = Field(description="Privacy spent so far (client-level DP), None without DP.")
+    lr: float | None = Field(None, description="The clients' learning rate this round (`train.lr` on `train.lr_schedule`, decided by the server and sent in every task); None in records written before it was recorded.")
     accuracy: float | None = Field(None, description="Test accuracy of the global model at the reference budget (on `data.eval_subset` rows if set).")
     loss: float | None = Field(None, description="Test loss at the reference budget.")
     global_residual: float | None = Field(None, description="Mean relative residual of the global model at the reference budget; None for explicit models.")

@@ -70,7 +70,7 @@ def run_round(
     replies = engine.run_clients(plan.jobs, plan.download)
     intake = take_in(
         plan, replies, global_state, settings.options.momentum, settings.deq_model,
-        settings.deadline_seconds, settings.faults,
+        settings.deadline_seconds, settings.faults, settings.client_state_per_sample,
         local=settings.personalization.local if settings.personalization is not None else (),
     )
     context = FusionContext(
@@ -114,6 +114,7 @@ def _record(plan: RoundPlan, intake: Intake, result: FusionResult, settings: Rou
         malicious=plan.malicious,
         malicious_weight=sum(result.weights.get(c, 0.0) for c in plan.malicious),
         epsilon=dp.epsilon(settings.privacy, plan.round, settings.fraction),
+        lr=plan.lr,
         personal_accuracy=personal,
     )
 

@@ -1,21 +1,24 @@
-"""The DEQ image classifier: stem -> DEQ(cell) -> pooled linear head."""
+"""The DEQ image classifier: stem -> DEQ(cell) -> head, for any registered cell."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from torch import Tensor, nn
 
 from deqfl.deq.backward import BackwardMode, JFB
 from deqfl.deq.module import DEQ
 from deqfl.deq.solvers import SolverConfig
-from deqfl.models.cells import InjectedResidualCell
-from deqfl.models.stems import pooled_head, stem
+from deqfl.models.cells import make_family
 
 DEFAULT_SOLVER = SolverConfig(method="anderson", max_iter=16, tol=1e-3, stop_mode="rel", m=5, lam=1e-4)
 
 
 class DEQClassifier(nn.Module):
-    """stem conv3x3 + GroupNorm (+ max-pool) -> DEQ over InjectedResidualCell(channels) ->
-    GroupNorm + avg-pool 4x4 + linear. The solver and gradient mode live on `self.deq`."""
+    """stem -> DEQ over the cell -> head, all three from the cell family `cell`
+    (`deqfl.models.cells`; the default "residual": stem conv3x3 + GroupNorm (+ max-pool)
+    -> InjectedResidualCell(channels) -> GroupNorm + avg-pool 4x4 + linear). The solver
+    and gradient mode live on `self.deq`."""
 
     def __init__(
         self,
@@ -27,18 +30,20 @@ class DEQClassifier(nn.Module):
         backward: BackwardMode | None = None,
         max_norm: float = 1.0,
         jac_reg_samples: int = 0,
+        cell: str = "residual",
+        cell_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        c, h, w = input_shape
-        self.stem = stem(c, channels, h, w)
+        family = make_family(cell, input_shape, num_classes, channels, max_norm, cell_options)
+        self.stem = family.stem()
         self.deq = DEQ(
-            InjectedResidualCell(channels, max_norm),
+            family.cell(),
             train_solver=solver,
             eval_solver=eval_solver,
             backward=backward or JFB(),
             jac_reg_samples=jac_reg_samples,
         )
-        self.head = pooled_head(channels, num_classes)
+        self.head = family.head()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.deq(self.stem(x)))

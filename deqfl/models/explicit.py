@@ -1,4 +1,5 @@
-"""Explicit baselines: a plain CNN and a GroupNorm ResNet, each in two widths."""
+"""Explicit baselines: a plain CNN and a GroupNorm ResNet, each in two widths, and the
+CIFAR ResNets of He et al. (ResNet-8, -14, -20)."""
 
 from __future__ import annotations
 
@@ -101,6 +102,55 @@ class ResNet(nn.Module):
         self.head = nn.Sequential(
             AdaptiveAvgPool(pool), nn.Flatten(), nn.Linear(widths[-1] * pool * pool, num_classes)
         )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.blocks(self.stem(x)))
+
+
+class CifarBlock(nn.Module):
+    """He et al.'s CIFAR basic block with GroupNorm and the parameter-free shortcut ("option A"):
+    relu(s(x) + GN(conv(relu(GN(conv_stride(x)))))), s(x) = x, or for a stride-2 / widening
+    block x subsampled 2x and zero-padded to cout channels (half the new channels on each side)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = nn.GroupNorm(groups_for(cout), cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.norm2 = nn.GroupNorm(groups_for(cout), cout)
+        self.stride, self.pad = stride, ((cout - cin) // 2, cout - cin - (cout - cin) // 2)
+
+    def shortcut(self, x: Tensor) -> Tensor:
+        if self.stride != 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, *self.pad)) if any(self.pad) else x
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.relu(self.norm1(self.conv1(x)))
+        return F.relu(self.shortcut(x) + self.norm2(self.conv2(h)))
+
+
+class CifarResNet(nn.Module):
+    """The CIFAR ResNet-(6n+2) of He et al. (CVPR 2016, section 4.2), GroupNorm for BatchNorm:
+    conv3x3(c -> w_1) + GN + relu, then one stage per width w_s of n CifarBlocks (the first of
+    each stage after the first at stride 2), global average pool, linear. Widths (16, 32, 64)
+    and n = 3, 2, 1 give ResNet-20, -14, -8 (269,722 parameters for ResNet-20 with 10 classes,
+    the paper's 0.27M; GroupNorm's affine parameters number BatchNorm's)."""
+
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, blocks: int,
+                 widths: tuple[int, ...] = (16, 32, 64)) -> None:
+        super().__init__()
+        c = input_shape[0]
+        self.stem = nn.Sequential(
+            nn.Conv2d(c, widths[0], 3, padding=1, bias=False), nn.GroupNorm(groups_for(widths[0]), widths[0]), nn.ReLU()
+        )
+        layers, cin = [], widths[0]
+        for s, width in enumerate(widths):
+            for b in range(blocks):
+                layers.append(CifarBlock(cin, width, 2 if s > 0 and b == 0 else 1))
+                cin = width
+        self.blocks = nn.Sequential(*layers)
+        self.head = nn.Sequential(AdaptiveAvgPool(1), nn.Flatten(), nn.Linear(widths[-1], num_classes))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.blocks(self.stem(x)))

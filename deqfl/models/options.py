@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, InstanceOf, create_model, mod
 from deqfl.deq.backward import BackwardMode, backward_names, make_backward
 from deqfl.deq.solvers import SolverConfig
 from deqfl.errors import ConfigError
+from deqfl.models.cells import cell_names, validate_cell_options
 from deqfl.models.deq_classifier import DEFAULT_SOLVER
 
 SolverOption = InstanceOf[SolverConfig] | dict[str, Any] | None
@@ -48,8 +49,42 @@ def backward_mode(backward: str | BackwardMode, backward_options: dict[str, Any]
     return make_backward(backward, **(backward_options or {}))
 
 
-class DEQOptions(ModelOptions):
-    """Options of the DEQ classifiers (deq-mnist, deq-cifar)."""
+class CellChoice(ModelOptions):
+    """The cell a DEQ model (or its unrolled twin) is built around, and the cell's own
+    options; given `cell_options` keys override the model's default ones (a different
+    `cell` than the model's starts from that cell's defaults)."""
+
+    cell: str = Field("residual", description="The DEQ cell, a registered name (`deqfl.models.cells.cell_names()`: "
+                      "residual, multiscale).")
+    cell_options: dict[str, Any] | None = Field(
+        None, description="The cell's own options: none for residual; for multiscale `branches` (1-4, width "
+        "channels * 2^i), `stem_strides` (0-3: solve at the image side / 2^k) and `pool` (head's pooled side). Keys given "
+        "override the model's default ones.",
+    )
+
+    def resolved_cell_options(self) -> dict[str, Any]:
+        """The model's default cell options (when `cell` is its default cell) updated by the given ones."""
+        fields = type(self).model_fields
+        base = fields["cell_options"].default if self.cell == fields["cell"].default else None
+        given = self.cell_options if "cell_options" in self.model_fields_set else None
+        return {**(base or {}), **(given or {})}
+
+    def builder_kwargs(self) -> dict[str, Any]:
+        return super().builder_kwargs() | {"cell_options": self.resolved_cell_options()}
+
+    @model_validator(mode="after")
+    def _known_cell(self) -> CellChoice:
+        if self.cell not in cell_names():
+            raise ValueError(f"cell: unknown cell {self.cell!r}; use one of {cell_names()}")
+        try:
+            validate_cell_options(self.cell, self.resolved_cell_options())
+        except ConfigError as exc:
+            raise ValueError(f"cell_options: {exc}") from None
+        return self
+
+
+class DEQOptions(CellChoice):
+    """Options of the DEQ classifiers (deq-mnist, deq-cifar, the mdeq models)."""
 
     channels: int = Field(16, gt=0, description="Channels of the DEQ state (the cell's width).")
     solver: SolverOption = Field(
@@ -91,7 +126,7 @@ class DEQCifarOptions(DEQOptions):
     channels: int = Field(92, gt=0, description="Channels of the DEQ state (the cell's width).")
 
 
-class UnrolledOptions(ModelOptions):
+class UnrolledOptions(CellChoice):
     """Options of the unrolled twins of the DEQ classifiers."""
 
     channels: int = Field(16, gt=0, description="Channels of every cell.")
@@ -101,6 +136,20 @@ class UnrolledOptions(ModelOptions):
 
 class UnrolledCifarOptions(UnrolledOptions):
     channels: int = Field(92, gt=0, description="Channels of every cell.")
+
+
+def multiscale_options(base: type[CellChoice], name: str, channels: int, branches: int, stem_strides: int,
+                       **defaults: Any) -> type[CellChoice]:
+    """`base` with the multiscale cell and these sizes as its defaults (an options model of
+    one registered multiscale model)."""
+    fields = {
+        "channels": (int, Field(channels, gt=0, description="Width of the first branch (branch i: channels * 2^i).")),
+        "cell": (str, Field("multiscale", description=base.model_fields["cell"].description)),
+        "cell_options": (dict[str, Any] | None, Field({"branches": branches, "stem_strides": stem_strides},
+                                                      description=base.model_fields["cell_options"].description)),
+    }
+    fields |= {k: (type(v), Field(v, description=base.model_fields[k].description)) for k, v in defaults.items()}
+    return create_model(name, __base__=base, **fields)
 
 
 class CNNSmallOptions(ModelOptions):
@@ -127,6 +176,20 @@ class ResNetSmallOptions(ModelOptions):
 
 class ResNetLargeOptions(ResNetSmallOptions):
     widths: tuple[int, ...] = Field((32, 64, 128), min_length=1, description="Channels of each basic block.")
+
+
+class CifarResNetOptions(ModelOptions):
+    """Options of He et al.'s CIFAR ResNets (resnet-8, -14, -20)."""
+
+    widths: tuple[int, ...] = Field((16, 32, 64), min_length=1, description="Channels of each stage (non-decreasing; "
+                                    "a stage after the first halves the side).")
+
+    @model_validator(mode="after")
+    def _non_decreasing(self) -> ModelOptions:
+        _positive_widths(self)
+        if any(b < a for a, b in zip(self.widths, self.widths[1:])):
+            raise ValueError(f"widths: must not decrease (the shortcut zero-pads channels), got {list(self.widths)}")
+        return self
 
 
 def _positive_widths(options: ModelOptions) -> ModelOptions:

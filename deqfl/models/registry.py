@@ -22,9 +22,10 @@ from torch import nn
 
 from deqfl.errors import ConfigError
 from deqfl.models.deq_classifier import DEQClassifier
-from deqfl.models.explicit import CNN, ResNet
+from deqfl.models.explicit import CNN, CifarResNet, ResNet
 from deqfl.models.options import (
     CNNLargeOptions,
+    CifarResNetOptions,
     CNNSmallOptions,
     DEQCifarOptions,
     DEQOptions,
@@ -34,6 +35,7 @@ from deqfl.models.options import (
     UnrolledCifarOptions,
     UnrolledOptions,
     backward_mode,
+    multiscale_options,
     options_from_signature,
     solver_config,
 )
@@ -114,7 +116,8 @@ def build_model(name: str, input_shape: Shape | None = None, num_classes: int = 
     return _REGISTRY[name](tuple(int(s) for s in input_shape), int(num_classes), **kwargs)
 
 
-def _deq(input_shape, num_classes, channels, solver, eval_solver, backward, backward_options, max_norm, jac_reg_samples):
+def _deq(input_shape, num_classes, *, channels, solver, eval_solver, backward, backward_options, max_norm,
+         jac_reg_samples, cell, cell_options):
     return DEQClassifier(
         input_shape,
         num_classes,
@@ -124,33 +127,62 @@ def _deq(input_shape, num_classes, channels, solver, eval_solver, backward, back
         backward=backward_mode(backward, backward_options),
         max_norm=max_norm,
         jac_reg_samples=jac_reg_samples,
+        cell=cell,
+        cell_options=cell_options,
     )
 
 
+def _unrolled(input_shape, num_classes, *, channels, depth, max_norm, cell, cell_options):
+    return UnrolledClassifier(input_shape, num_classes, channels, depth, max_norm, cell, cell_options)
+
+
 @register_model("deq-mnist", options=DEQOptions)
-def deq_mnist(input_shape, num_classes, *, channels, solver, eval_solver, backward, backward_options, max_norm,
-              jac_reg_samples):
+def deq_mnist(input_shape, num_classes, **options):
     """DESIGN 6b: 16 channels, Anderson m=5 lam=1e-4 tol=1e-3 cap 16, JFB (~7.4K params)."""
-    return _deq(input_shape, num_classes, channels, solver, eval_solver, backward, backward_options, max_norm, jac_reg_samples)
+    return _deq(input_shape, num_classes, **options)
 
 
 @register_model("deq-cifar", input_shape=(3, 32, 32), options=DEQCifarOptions)
-def deq_cifar(input_shape, num_classes, *, channels, solver, eval_solver, backward, backward_options, max_norm,
-              jac_reg_samples):
+def deq_cifar(input_shape, num_classes, **options):
     """The same classifier at 92 channels (~170K params on 3x32x32)."""
-    return _deq(input_shape, num_classes, channels, solver, eval_solver, backward, backward_options, max_norm, jac_reg_samples)
+    return _deq(input_shape, num_classes, **options)
 
 
 @register_model("unrolled-mnist", options=UnrolledOptions)
-def unrolled_mnist(input_shape, num_classes, *, channels, depth, max_norm):
+def unrolled_mnist(input_shape, num_classes, **options):
     """deq-mnist's unrolled twin: depth distinct cells."""
-    return UnrolledClassifier(input_shape, num_classes, channels, depth, max_norm)
+    return _unrolled(input_shape, num_classes, **options)
 
 
 @register_model("unrolled-cifar", input_shape=(3, 32, 32), options=UnrolledCifarOptions)
-def unrolled_cifar(input_shape, num_classes, *, channels, depth, max_norm):
+def unrolled_cifar(input_shape, num_classes, **options):
     """deq-cifar's unrolled twin: depth distinct cells."""
-    return UnrolledClassifier(input_shape, num_classes, channels, depth, max_norm)
+    return _unrolled(input_shape, num_classes, **options)
+
+
+MULTISCALE_SIZES: dict[str, tuple[int, int]] = {"tiny": (20, 2), "small": (16, 3), "large": (20, 3)}
+"""The multiscale DEQ sizes: (channels of the first branch, branches). mdeq-<size>-16 and
+mdeq-<size>-8 solve at 16x16 and 8x8 on 32x32 images (one and two stride-2 stem
+convolutions); mdeq-small solves at 32x32 (MDEQ-small's resolution and about its size);
+unrolled-mdeq-<size>-16 is the unrolled twin of mdeq-<size>-16, 4 distinct cells deep."""
+MULTISCALE_MODELS: dict[str, tuple[str, int]] = {
+    "mdeq-small": ("small", 0),
+    **{f"mdeq-{size}-{32 >> k}": (size, k) for size in MULTISCALE_SIZES for k in (1, 2)},
+}
+
+
+def _register_multiscale() -> None:
+    for name, (size, strides) in MULTISCALE_MODELS.items():
+        channels, branches = MULTISCALE_SIZES[size]
+        options = multiscale_options(DEQOptions, f"{name}_options", channels, branches, strides)
+        register_model(name, input_shape=(3, 32, 32), options=options)(_deq)
+    for size in MULTISCALE_SIZES:
+        channels, branches = MULTISCALE_SIZES[size]
+        options = multiscale_options(UnrolledOptions, f"unrolled-mdeq-{size}-16_options", channels, branches, 1, depth=4)
+        register_model(f"unrolled-mdeq-{size}-16", input_shape=(3, 32, 32), options=options)(_unrolled)
+
+
+_register_multiscale()
 
 
 @register_model("cnn-small", options=CNNSmallOptions)
@@ -171,6 +203,17 @@ def resnet_small(input_shape, num_classes, *, widths, pool):
 @register_model("resnet-large", options=ResNetLargeOptions)
 def resnet_large(input_shape, num_classes, *, widths, pool):
     return ResNet(input_shape, num_classes, tuple(widths), pool)
+
+
+def _cifar_resnet(blocks: int) -> Builder:
+    def build(input_shape, num_classes, *, widths):
+        return CifarResNet(input_shape, num_classes, blocks, tuple(widths))
+
+    return build
+
+
+for _blocks in (1, 2, 3):
+    register_model(f"resnet-{6 * _blocks + 2}", input_shape=(3, 32, 32), options=CifarResNetOptions)(_cifar_resnet(_blocks))
 
 
 BUILTIN_MODELS: tuple[str, ...] = tuple(_REGISTRY)

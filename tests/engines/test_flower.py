@@ -155,6 +155,22 @@ def test_flower_sim_keeps_scaffold_client_state_on_the_node(flower_env):
     assert not any((tmp / "sim" / "client_state").iterdir())  # the state stayed on the nodes
 
 
+def test_flower_sim_keeps_the_warm_start_cache_on_the_node(flower_env):
+    """Warm starts on the Flower simulation: each node keeps its cache in `Context.state`
+    (round 2 starts warm from it), nothing of it travels, and the run matches the embedded
+    engine's (iterations included)."""
+    tmp = flower_env
+    extra = ("train.warm_start=true", "model.options={max_norm=2.0}")
+    run_experiment(_config(tmp, 4, *extra), tmp / "embedded")
+    run_experiment(_config(tmp, 4, 'experiment.engine="flower-sim"', *extra), tmp / "sim")
+    emb, sim = read_jsonl(tmp / "embedded" / "metrics.jsonl"), read_jsonl(tmp / "sim" / "metrics.jsonl")
+    assert [(r["bytes_up"], r["bytes_down"], r["rejected"]) for r in emb] == [(r["bytes_up"], r["bytes_down"], r["rejected"]) for r in sim]
+    iterations = [[c["iterations"] for r in rs for c in r["clients"]] for rs in (emb, sim)]
+    assert iterations[0] == pytest.approx(iterations[1], abs=1e-6)
+    assert _max_diff(tmp / "embedded", tmp / "sim") <= 1e-5
+    assert not any((tmp / "sim" / "client_state").iterdir())  # the caches stayed on the nodes
+
+
 def _stopped(fleet: Fleet, pids: list[int]) -> bool:
     return all(p.poll() is not None for p in fleet.procs.values()) and not any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in pids)
 
@@ -192,6 +208,34 @@ def test_deployment_plain_survives_a_killed_supernode(flower_env):
         pids.extend(fleet.pids())
         fleet.stop()
     assert _stopped(fleet, pids)
+
+
+def test_deployment_carries_an_attack_against_krum(flower_env):
+    """A scaling attacker (x + 10 Delta) on a loopback deployment (a SuperLink and 4
+    SuperNodes, one ClientApp process per message) against Krum: the attacker gets no
+    weight, and the round is the embedded engine's (same malicious set, weights, model)."""
+    tmp = flower_env
+    extra = ("experiment.rounds=1", "attack.kind=scale", "attack.clients=[1]", "fusion.aggregator=krum",
+             "fusion.weighting=uniform")
+    run_experiment(_config(tmp, 4, *extra), tmp / "embedded")
+    fleet = Fleet(4, tmp / "fleet", max_seconds=300)
+    pids: list[int] = []
+    try:
+        fleet.start()
+        config = _config(tmp, 4, *extra, 'experiment.engine="flower"', f'flower.superlink="{fleet.address}"',
+                         "flower.round_timeout=120")
+        run_on_superlink(config, tmp / "run", timeout=240)
+        pids.extend(fleet.pids() + [c for p in fleet.pids() for c in _children(p)])
+    finally:
+        pids.extend(fleet.pids())
+        fleet.stop()
+    assert _stopped(fleet, pids)
+    _assert_results(tmp / "run", rounds=1)
+    (emb,), (dep,) = read_jsonl(tmp / "embedded" / "metrics.jsonl"), read_jsonl(tmp / "run" / "metrics.jsonl")
+    assert emb["malicious"] == dep["malicious"] == [1] and emb["rejected"] == dep["rejected"] == []
+    assert emb["malicious_weight"] == dep["malicious_weight"] == 0.0
+    assert _weights(tmp / "embedded") == _weights(tmp / "run")
+    assert _max_diff(tmp / "embedded", tmp / "run") <= 1e-5
 
 
 def test_deployment_tls_with_supernode_auth(flower_env):

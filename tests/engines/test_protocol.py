@@ -1,5 +1,7 @@
 """The Flower task protocol carries every ClientTask field, the reliability ones included."""
 
+import dataclasses
+
 import pytest
 
 pytest.importorskip("flwr")
@@ -35,3 +37,13 @@ def test_attack_crash_and_local_dp_travel_to_the_client_app():
     assert back == task
     assert back.attack.kind == "sign-flip" and back.attack.flip_scale == 2.0
     assert back.crash_at == 0.25 and back.local_dp.mode == "local" and back.local_dp.noise_multiplier == 1.1
+
+
+def test_the_optimiser_its_options_the_rounds_rate_and_augmentation_travel_to_the_client_app():
+    options = TrainOptions(lr=0.0123, momentum=0.9, weight_decay=1e-4, batch_size=32, proximal_mu=0.0,
+                           residual_samples=256, optimizer="adam", optimizer_options={"beta_2": 0.99, "eps": 1e-6},
+                           augment="crop-flip")
+    task = dataclasses.replace(_task(), options=options)
+    back = task_from_json(task_to_json(task))
+    assert back == task and back.options == options
+    assert back.options.optimizer_options == {"beta_2": 0.99, "eps": 1e-6} and back.options.lr == 0.0123

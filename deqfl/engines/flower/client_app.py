@@ -19,32 +19,47 @@ server assigns when given), `data-dir` (this device's data folder, passed to `lo
 
 The app object Flower loads is made in `deqfl.experiments.flower_app`, which knows how to
 read an experiment config; nothing here does.
+
+Per-message cost. A deployed SuperNode starts a fresh ClientApp process for every message
+(DESIGN.md 6c), so everything above is paid per message: importing this module imports
+no torch (a query needs none; a train message imports the training modules when it runs),
+the node's data set is mapped, not read (`FlowerNode.dataset`: the process reads only its
+client's rows), the model is built once per process by `load_node`, and the client's rows
+come from the partition cache without re-partitioning. When `$DEQFL_CLIENTAPP_STARTUP_LOG`
+names a file (`deqfl bench flower` sets it), every train message appends one JSON line to
+it: `client` and `ready_seconds`, the seconds from its process's start to the moment
+training starts.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
 from deqfl.engines.flower import protocol as P
-from deqfl.engines.flower.spec import FlowerNode, NodeLoader
 from deqfl.errors import ClientFailure
-from deqfl.fl.client import ClientData, train_client
-from deqfl.fl.personal.mod import complete_download
-from deqfl.fl.transport import decode_state, encode_state, split_extras, with_extras
-from deqfl.models import federated_state
+
+if TYPE_CHECKING:
+    import torch
+
+    from deqfl.engines.flower.spec import FlowerNode, NodeLoader
+    from deqfl.fl.client import ClientData
 
 
 CLIENT_STATE_KEY = "deqfl-client-state"
 """Where a node keeps its client's state in `Context.state` (an ArrayRecord)."""
+
+STARTUP_LOG_ENV = "DEQFL_CLIENTAPP_STARTUP_LOG"
+"""Environment variable naming the file train messages append their start-up time to."""
 
 
 def make_client_app(load_node: NodeLoader) -> ClientApp:
@@ -71,6 +86,12 @@ def _node_int(context: Context, key: str) -> int | None:
 
 
 def _train(load_node: NodeLoader, message: Message, context: Context) -> Message:
+    import torch  # noqa: PLC0415
+
+    from deqfl.fl.client import train_client  # noqa: PLC0415
+    from deqfl.fl.personal.mod import complete_download  # noqa: PLC0415
+    from deqfl.fl.transport import decode_state, encode_state, split_extras, with_extras  # noqa: PLC0415
+
     record = message.content.config_records[P.TASK_KEY]
     client_id = int(record["client-id"])  # type: ignore[arg-type]
     hosted = _node_int(context, P.PARTITION_ID)
@@ -91,6 +112,7 @@ def _train(load_node: NodeLoader, message: Message, context: Context) -> Message
     received, extras = split_extras(decode_state(bytes(record["payload"]), like=run.reference))  # type: ignore[arg-type]
     received = complete_download(received, run.reference, task.personalization)  # the entries that stay here
     kept = context.state.array_records.get(CLIENT_STATE_KEY)
+    _log_startup(client_id)
     try:
         update = train_client(
             run.node.model, received, task, run.node.dataset, data,
@@ -115,8 +137,30 @@ _RUNS: dict[tuple[str, str | None], _Run] = {}
 _LOCK = threading.Lock()
 
 
+def _log_startup(client_id: int) -> None:
+    """Append this message's start-up time to `$DEQFL_CLIENTAPP_STARTUP_LOG`, if set."""
+    path = os.environ.get(STARTUP_LOG_ENV)
+    age = process_age()
+    if path and age is not None:
+        with open(path, "a") as log:  # one short line per write: appends do not interleave
+            log.write(json.dumps({"client": client_id, "pid": os.getpid(), "ready_seconds": age}) + "\n")
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux: `/proc/self/stat` field 22 against
+    `/proc/uptime`, 10 ms resolution); None where /proc is not available."""
+    try:
+        started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    return uptime - started / os.sysconf("SC_CLK_TCK")
+
+
 def _run(load_node: NodeLoader, config_text: str, digest: str, data_dir: str | None) -> _Run:
     """The run this process rebuilt for (digest, data folder); one at a time per process."""
+    from deqfl.models import federated_state  # noqa: PLC0415
+
     with _LOCK:
         key = (digest, data_dir)
         if key not in _RUNS:
@@ -130,20 +174,28 @@ def _run(load_node: NodeLoader, config_text: str, digest: str, data_dir: str | N
 
 def _client_data(run: _Run, digest: str, client_id: int) -> ClientData:
     """The client's train and holdout rows, exactly as the server splits them (the node's
-    `partition`: same functions, same seeds); cached on disk per config digest."""
+    `partition`: same functions, same seeds); every client's rows are cached on disk per
+    config digest (an .npz), of which a process reads only its client's two arrays."""
     if client_id in run.clients:
         return run.clients[client_id]
+    import zipfile  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+
     from deqfl.data.cache import cache_root  # noqa: PLC0415
+    from deqfl.fl.client import ClientData  # noqa: PLC0415
 
     node = run.node
     path = cache_root(node.cache_dir) / "flower-partitions" / f"{digest[:32]}.npz"
-    arrays = None
+    names = (f"train_{client_id}", f"holdout_{client_id}")
+    rows = None
     if path.exists():
         try:
-            arrays = dict(np.load(path))
-        except (OSError, ValueError):
-            arrays = None
-    if arrays is None:
+            with np.load(path) as cached:
+                rows = tuple(cached[name] for name in names)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            rows = None  # unreadable or incomplete: rebuilt below
+    if rows is None:
         arrays = {}
         for client in node.partition():
             arrays[f"train_{client.client_id}"] = client.train_indices
@@ -152,6 +204,6 @@ def _client_data(run: _Run, digest: str, client_id: int) -> ClientData:
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
-    for cid in range(node.num_clients):
-        run.clients[cid] = ClientData(cid, arrays[f"train_{cid}"], arrays[f"holdout_{cid}"])
+        rows = tuple(arrays[name] for name in names)
+    run.clients[client_id] = ClientData(client_id, *rows)
     return run.clients[client_id]

@@ -14,6 +14,10 @@ encoded in the wire dtype) and `update` (JSON of the `ClientUpdate` fields but t
 A query message (`MessageType.QUERY`) asks a node which client id it hosts; the reply's
 `"node"` record carries `partition-id`, `num-partitions` and, if set, `tier`.
 Errors travel as Flower error replies; the engine turns them into rejected clients.
+
+Importing this module imports no torch: deqfl's training modules are imported by the
+functions that pack and unpack tasks and updates (a ClientApp process answering a query
+message needs none of them).
 """
 
 from __future__ import annotations
@@ -22,14 +26,13 @@ import dataclasses
 import hashlib
 import json
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import ConfigRecord, RecordDict
-from pydantic import BaseModel
 
-from deqfl.fl.client import ClientTask
-from deqfl.fl.reply import update_fields
-from deqfl.fl.update import ClientUpdate
+if TYPE_CHECKING:
+    from deqfl.fl.client import ClientTask
+    from deqfl.fl.update import ClientUpdate
 
 TASK_KEY = "task"
 UPDATE_KEY = "update"
@@ -47,16 +50,22 @@ def config_digest(config_toml: str) -> str:
 def task_to_json(task: ClientTask) -> str:
     """Every `ClientTask` field, generically (pydantic models and dataclasses as dicts), so
     fields added to the task later travel without touching this module."""
+    from deqfl.fl.client import ClientTask  # noqa: PLC0415
+
     return json.dumps({f.name: _plain(getattr(task, f.name)) for f in dataclasses.fields(ClientTask)})
 
 
 def task_from_json(text: str) -> ClientTask:
+    from deqfl.fl.client import ClientTask  # noqa: PLC0415
+
     raw = json.loads(text)
     hints = typing.get_type_hints(ClientTask)
     return ClientTask(**{name: _typed(hints[name], value) for name, value in raw.items()})
 
 
 def _plain(value: Any) -> Any:
+    from pydantic import BaseModel  # noqa: PLC0415
+
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -65,6 +74,8 @@ def _plain(value: Any) -> Any:
 
 
 def _typed(annotation: Any, value: Any) -> Any:
+    from pydantic import BaseModel  # noqa: PLC0415
+
     if value is None:
         return None
     candidates = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
@@ -84,10 +95,33 @@ def task_record(client_id: int, task: ClientTask, download: bytes, config_toml: 
 
 
 def update_record(update: ClientUpdate, upload: bytes) -> RecordDict:
+    from deqfl.fl.reply import update_fields  # noqa: PLC0415
+
     return RecordDict({UPDATE_KEY: ConfigRecord({"payload": upload, "update": json.dumps(update_fields(update))})})
 
 
 def update_from_record(content: RecordDict) -> tuple[dict[str, Any], bytes]:
-    """The update's fields (all but the state) and the uploaded payload."""
-    record = content.config_records[UPDATE_KEY]
-    return json.loads(str(record["update"])), bytes(record["payload"])  # type: ignore[arg-type]
+    """The update's fields (a parsed JSON object, all but the state: the server's intake
+    checks their values) and the uploaded payload. A reply without an `update` record,
+    whose `payload` is not bytes or whose `update` is not the text of a JSON object
+    raises ValueError saying which; the
+    values are taken as sent, never converted (`bytes(n)` of an int would allocate n
+    bytes)."""
+    records = content.config_records
+    if UPDATE_KEY not in records:
+        raise ValueError(f"no {UPDATE_KEY!r} record (records: {sorted(content.keys())[:5]})")
+    record = records[UPDATE_KEY]
+    payload, text = record.get("payload"), record.get("update")
+    if not isinstance(payload, bytes):
+        raise ValueError(f"'payload' must be bytes, got {type(payload).__name__}")
+    if not isinstance(text, str):
+        raise ValueError(f"'update' must be JSON text, got {type(text).__name__}")
+    try:
+        fields = json.loads(text)
+    except RecursionError:
+        raise ValueError("'update' is nested too deeply") from None
+    except ValueError as exc:  # not JSON, or an integer of more digits than Python parses
+        raise ValueError(f"'update' is not JSON: {exc}") from None
+    if not isinstance(fields, dict):
+        raise ValueError(f"'update' must be a JSON object, got {type(fields).__name__}")
+    return fields, payload

@@ -84,16 +84,15 @@ class DeqflStrategy(FedAvg):
                 continue
             if msg.has_error():
                 failed += 1
-                self.replies[cid] = ClientReply.failed(cid, f"node {node}: {msg.error.reason}")
+                self.replies[cid] = ClientReply.failed(cid, f"node {node}: {msg.error.reason or f'error code {msg.error.code}'}")
                 continue
             try:
                 fields, upload = P.update_from_record(msg.content)
-            except (KeyError, TypeError, ValueError) as exc:  # no readable update record: a failed client
+            except ValueError as exc:  # no readable update record: a failed client
                 failed += 1
-                self.replies[cid] = ClientReply.failed(cid, f"node {node}: malformed reply: {type(exc).__name__}: {exc}")
+                self.replies[cid] = ClientReply.failed(cid, f"node {node}: malformed reply: {exc}")
                 continue
-            if isinstance(fields, dict):
-                fields = {**fields, "client_id": cid}  # the node's client, whatever the reply says
+            fields = {**fields, "client_id": cid}  # the node's client, whatever the reply says
             received += 1
             self.replies[cid] = ClientReply(cid, payload=upload, fields=fields)
         return None, MetricRecord({"received": received, "failed": failed})

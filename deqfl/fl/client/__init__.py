@@ -4,6 +4,7 @@ client mods (docs/EXTENDING.md: "Add a client mod", "Add a loss term").
 - `task`: what the server hands a client (ClientData, ClientTask, TrainOptions).
 - `loss_terms`: the terms local training minimises (task loss, FedProx, Jacobian penalty).
 - `hooks`: optimiser-step hooks.
+- `optimizers`: the client optimisers (`train.optimizer`: sgd, adam, adamw), one file each.
 - `mods`: the mod interface (ClientRound, ClientMod, chain).
 - `wrappers`: the built-in mods (width slicing, attacks, local DP, injected crashes).
 - `scaffold`: SCAFFOLD's client mod (control-variate correction, the client's c_i).

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,10 +25,14 @@ class ClientData:
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """Local training: SGD(lr, momentum, weight_decay) on batches of `batch_size`, FedProx's
-    proximal weight `proximal_mu` (0: off), up to `residual_samples` rows for the residual
-    probe, and the weight of the DEQ's Jacobian penalty in the loss (used when the model's
-    `jac_reg_samples` > 0)."""
+    """Local training: the client optimiser `optimizer` (`deqfl.fl.client.optimizers`; sgd:
+    SGD(lr, momentum, weight_decay)) with its `optimizer_options`, at the round's rate `lr`
+    (the server's schedule, `deqfl.fl.lr_schedule`), on batches of `batch_size`, each
+    augmented by `augment` (`deqfl.data.augment`; "none": as stored), FedProx's proximal
+    weight `proximal_mu` (0: off), up to `residual_samples` rows for the residual probe, the
+    weight of the DEQ's Jacobian penalty in the loss (used when the model's
+    `jac_reg_samples` > 0), and warm starts (`deqfl.fl.client.warm_start`: each training
+    solve starts from the sample's cached fixed point, stored in `warm_start_dtype`)."""
 
     lr: float
     momentum: float
@@ -36,6 +41,12 @@ class TrainOptions:
     proximal_mu: float
     residual_samples: int
     jacobian_weight: float = 1.0
+    optimizer: str = "sgd"
+    optimizer_options: dict[str, Any] = field(default_factory=dict)
+    """The optimiser's options, as `train.optimizer_options` holds them (checked there)."""
+    augment: str = "none"
+    warm_start: bool = False
+    warm_start_dtype: str = "float16"
 
 
 @dataclass(frozen=True)

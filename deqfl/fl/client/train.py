@@ -1,10 +1,12 @@
 """Honest local training, and `train_client`: the round with the task's mods around it.
 
-`local_training` loads the global state, runs `local_steps` SGD steps (momentum, weight
-decay) minimising the sum of the round's loss terms (`deqfl.fl.client.loss_terms`) with
-every DEQ at the tier's forward cap, tolerance and gradient mode
-(`deqfl.fl.client.gradient_mode`), calling the step hooks (`deqfl.fl.client.hooks`) at
-their points of each step, then reports:
+`local_training` loads the global state, runs `local_steps` steps of a fresh client
+optimiser (`deqfl.fl.client.optimizers`, default SGD with momentum and weight decay, at
+the round's rate) minimising the sum of the round's loss terms
+(`deqfl.fl.client.loss_terms`) on batches augmented by the task's `augment`
+(`deqfl.data.augment`), with every DEQ at the tier's forward cap, tolerance and gradient
+mode (`deqfl.fl.client.gradient_mode`), calling the step hooks (`deqfl.fl.client.hooks`)
+at their points of each step, then reports:
 
 - `num_examples`: its training samples; `local_steps`; mean forward iterations;
 - `residual` r_k: mean relative residual ||f(z)-z|| / ||f(z)|| that the *returned* model
@@ -17,8 +19,9 @@ their points of each step, then reports:
   EXPLICIT_STEP_UNITS per training sample plus one per holdout sample.
 
 Randomness comes from generators seeded by (seed, round, client id) only: the batch
-order from one, the Jacobian penalty's probes from another, so a client's work does not
-depend on which other clients ran before it in the same process.
+order from one, the Jacobian penalty's probes from another, the augmentation's draws from
+a third (drawn from only when augmentation is on), so a client's work does not depend on
+which other clients ran before it in the same process.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import torch
 from torch import nn
 
 from deqfl.data import DatasetArrays
+from deqfl.data.augment import batch_augmentation
 from deqfl.deq.backward import BackwardMode
 from deqfl.deq.budget import deq_layers, solver_budget
 from deqfl.devices import module_device
@@ -39,6 +43,7 @@ from deqfl.fl.client.gradient_mode import tier_backward
 from deqfl.fl.client.hooks import LocalStep
 from deqfl.fl.client.loss_terms import LossInputs, default_loss_terms, total_loss
 from deqfl.fl.client.mods import ClientMod, ClientRound, chain
+from deqfl.fl.client.optimizers import make_client_optimizer
 from deqfl.fl.client.task import ClientData, ClientTask, client_generator, local_step_count
 from deqfl.fl.client.wrappers import builtin_mods
 from deqfl.fl.clock import EXPLICIT_STEP_UNITS
@@ -46,6 +51,7 @@ from deqfl.fl.update import ClientUpdate
 from deqfl.models import federated_state, load_federated_state
 
 _PROBE_TAG = 0x1AC0B
+_AUGMENT_TAG = 0xA06
 
 
 def train_client(
@@ -141,7 +147,7 @@ def local_training(round_: ClientRound) -> ClientUpdate:
 
 
 def _train(round_: ClientRound, backward: BackwardMode) -> _Trained:
-    """The local SGD loop: batches drawn without replacement, reshuffled when exhausted."""
+    """The local loop: batches drawn without replacement, reshuffled when exhausted."""
     model, task, opts = round_.model, round_.task, round_.task.options
     tier, cid, n = task.tier, round_.data.client_id, len(round_.y_train)
     batch_size = tier.batch_size or opts.batch_size
@@ -149,8 +155,9 @@ def _train(round_: ClientRound, backward: BackwardMode) -> _Trained:
     order_gen, probe_gen = client_generator(task, cid), client_generator(task, cid, _PROBE_TAG)
     params = {k: p for k, p in model.named_parameters() if p.requires_grad}
     anchor = {k: p.detach().clone() for k, p in params.items()}
-    optimizer = torch.optim.SGD(
-        list(params.values()), lr=opts.lr, momentum=opts.momentum, weight_decay=opts.weight_decay
+    optimizer = make_client_optimizer(list(params.values()), opts)
+    augment = batch_augmentation(
+        opts.augment, round_.dataset, client_generator(task, cid, _AUGMENT_TAG), round_.x_train.device
     )
     model.train()
     has_deq = bool(deq_layers(model))
@@ -163,8 +170,12 @@ def _train(round_: ClientRound, backward: BackwardMode) -> _Trained:
             order, cursor = _shuffled(n, order_gen, round_.y_train.device), 0
         batch = order[cursor : cursor + trained.batch_size]
         cursor += trained.batch_size
+        x = round_.x_train[batch] if augment is None else augment(round_.x_train[batch])
+        step.batch = batch
+        for hook in round_.step_hooks:
+            hook.before_forward(step)
         with solver_budget(model, task.forward_cap, tier.tol, backward, probe_gen, keep_fixed_points=True) as solves:
-            logits = model(round_.x_train[batch])
+            logits = model(x)
         inputs = LossInputs(logits, round_.y_train[batch], params, anchor, solves, round_.client_state)
         loss, step.losses = total_loss(round_.loss_terms, inputs)
         step.solves = solves

@@ -11,9 +11,11 @@
 
 `builtin_mods(task)` lists the ones a task asks for, outermost first: width slicing,
 attack, local DP, crash (so the attack tampers with the privatised update, and both see
-the sliced global state), then the algorithm's own mod, innermost, next to honest training:
-SCAFFOLD's (`deqfl.fl.client.scaffold`, `task.control_variates == "scaffold"`) or the
-personalised algorithm's (`deqfl.fl.personal.mod.personalize`, `task.personalization`).
+the sliced global state), warm starts (`deqfl.fl.client.warm_start`,
+`task.options.warm_start`: inside width slicing, so it hooks the model that trains), then
+the algorithm's own mod, innermost, next to honest training: SCAFFOLD's
+(`deqfl.fl.client.scaffold`, `task.control_variates == "scaffold"`) or the personalised
+algorithm's (`deqfl.fl.personal.mod.personalize`, `task.personalization`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from deqfl.fl.client.hooks import LocalStep, StepHook
 from deqfl.fl.client.mods import ClientFn, ClientMod, ClientRound
 from deqfl.fl.client.scaffold import scaffold
 from deqfl.fl.client.task import ClientTask
+from deqfl.fl.client.warm_start import warm_start
 from deqfl.fl.faults import ClientCrash, crash_step
 from deqfl.fl.personal.mod import personalize
 from deqfl.fl.privacy import privatize_local
@@ -85,6 +88,8 @@ def builtin_mods(task: ClientTask) -> list[ClientMod]:
         mods.append(local_dp)
     if task.crash_at is not None:
         mods.append(crash)
+    if task.options.warm_start:
+        mods.append(warm_start)
     if task.control_variates == "scaffold":
         mods.append(scaffold)
     if task.personalization is not None:

@@ -176,6 +176,12 @@ def combined(main: ClientUpdate, *others: ClientUpdate) -> ClientUpdate:
     return dataclasses.replace(main, metrics=metrics)
 
 
+def kept_with(update: ClientUpdate, kept: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The client state after the round: `update`'s (other mods' entries, e.g. a warm-start
+    cache) with the algorithm's `kept` entries written over it."""
+    return {**(update.client_state or {}), **kept}
+
+
 def with_metrics(update: ClientUpdate, metrics: Mapping[str, float]) -> ClientUpdate:
     return dataclasses.replace(update, metrics={**update.metrics, **metrics})
 

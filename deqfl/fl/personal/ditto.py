@@ -22,6 +22,7 @@ from deqfl.fl.personal.base import (
     PersonalAlgorithm,
     PersonalOptions,
     combined,
+    kept_with,
     personal_metrics,
     phase,
     prefixed,
@@ -52,5 +53,5 @@ class Ditto(PersonalAlgorithm):
         personal = phase(round_, call_next, v, tuple(v), epochs=self.options.personal_epochs,
                          terms=self.fit_terms(round_))
         metrics = personal_metrics(round_, personal.state, task)
-        update = dataclasses.replace(shared, client_state=prefixed(PERSONAL, personal.state))
+        update = dataclasses.replace(shared, client_state=kept_with(shared, prefixed(PERSONAL, personal.state)))
         return with_metrics(combined(update, personal), metrics)

@@ -33,6 +33,7 @@ from deqfl.fl.personal.base import (
     PersonalAlgorithm,
     PersonalOptions,
     combined,
+    kept_with,
     personal_metrics,
     phase,
     prefixed,
@@ -72,5 +73,5 @@ class FeDEQ(PersonalAlgorithm):
         step = self.options.dual_step if self.options.dual_step is not None else self.options.rho
         new_dual = dual_update(dual, body.state, floating, step)
         kept = {**prefixed(PERSONAL, {k: head.state[k] for k in task.personal}), **prefixed(DUAL, new_dual)}
-        update = dataclasses.replace(body, state=travelling(body.state, task), client_state=kept)
+        update = dataclasses.replace(body, state=travelling(body.state, task), client_state=kept_with(body, kept))
         return with_metrics(combined(update, head), metrics)

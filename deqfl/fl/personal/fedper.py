@@ -12,6 +12,7 @@ import dataclasses
 from deqfl.fl.personal.base import (
     PERSONAL,
     PersonalAlgorithm,
+    kept_with,
     personal_metrics,
     prefixed,
     register_personalization,
@@ -28,4 +29,4 @@ class FedPer(PersonalAlgorithm):
         update = call_next(round_.replace(global_state=start))
         metrics = personal_metrics(round_, update.state, task)
         kept = prefixed(PERSONAL, {k: update.state[k] for k in task.personal})
-        return with_metrics(dataclasses.replace(update, state=travelling(update.state, task), client_state=kept), metrics)
+        return with_metrics(dataclasses.replace(update, state=travelling(update.state, task), client_state=kept_with(update, kept)), metrics)

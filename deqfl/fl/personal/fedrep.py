@@ -18,6 +18,7 @@ from deqfl.fl.personal.base import (
     PersonalAlgorithm,
     PersonalOptions,
     combined,
+    kept_with,
     personal_metrics,
     phase,
     prefixed,
@@ -43,5 +44,5 @@ class FedRep(PersonalAlgorithm):
         shared = [k for k in round_.global_state if k not in set(task.personal)]
         body = phase(round_, call_next, head.state, shared)
         kept = prefixed(PERSONAL, {k: head.state[k] for k in task.personal})
-        update = dataclasses.replace(body, state=travelling(body.state, task), client_state=kept)
+        update = dataclasses.replace(body, state=travelling(body.state, task), client_state=kept_with(body, kept))
         return with_metrics(combined(update, head), metrics)

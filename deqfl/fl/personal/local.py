@@ -11,6 +11,7 @@ import dataclasses
 from deqfl.fl.personal.base import (
     PERSONAL,
     PersonalAlgorithm,
+    kept_with,
     personal_metrics,
     prefixed,
     register_personalization,
@@ -28,4 +29,4 @@ class Local(PersonalAlgorithm):
         start = stored(round_.client_state, PERSONAL, round_.global_state, tuple(round_.global_state))
         update = call_next(round_.replace(global_state=start))
         metrics = personal_metrics(round_, update.state, task)
-        return with_metrics(dataclasses.replace(update, state={}, client_state=prefixed(PERSONAL, update.state)), metrics)
+        return with_metrics(dataclasses.replace(update, state={}, client_state=kept_with(update, prefixed(PERSONAL, update.state))), metrics)

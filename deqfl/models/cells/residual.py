@@ -1,4 +1,5 @@
-"""DEQ cells f(z, u): the weight-tied map a DEQ iterates, with input injection u."""
+"""The residual cell (`cell = "residual"`, the default): one resolution, two 3x3
+convolutions, input injection u added before the last relu."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from deqfl.deq.stability import bounded_weight_norm
+from deqfl.models.cells.base import CellFamily, register_cell
+from deqfl.models.stems import pooled_head, stem
 
 
 class InjectedResidualCell(nn.Module):
@@ -48,3 +51,19 @@ def _channels_last(weight: Tensor) -> Tensor:
     """Weights in channels_last layout too: with channels_last activations this halves the
     cost of a small CPU convolution."""
     return weight.contiguous(memory_format=torch.channels_last)
+
+
+@register_cell("residual")
+class Residual(CellFamily):
+    """stem conv3x3 + GroupNorm (+ max-pool from 16x16 up) -> InjectedResidualCell(channels)
+    -> GroupNorm + avg-pool 4x4 + linear (`deqfl.models.stems`). No options of its own."""
+
+    def stem(self) -> nn.Module:
+        c, h, w = self.input_shape
+        return stem(c, self.channels, h, w)
+
+    def cell(self) -> nn.Module:
+        return InjectedResidualCell(self.channels, self.max_norm)
+
+    def head(self) -> nn.Module:
+        return pooled_head(self.channels, self.num_classes)

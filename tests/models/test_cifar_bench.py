@@ -1,0 +1,32 @@
+"""`deqfl bench cifar-models`: its work counts are right and it writes its JSON."""
+
+import json
+
+from deqfl.bench.cifar_models_bench import _build, cell_macs, training_macs
+from deqfl.cli.main import main
+
+
+def test_explicit_training_macs_are_three_forwards_less_the_first_input_gradient():
+    w1, w2 = 8, 16
+    conv1, conv2, head = 32 * 32 * 27 * w1, 16 * 16 * 9 * w1 * w2, w2 * 64 * 10
+    # backward: weight gradients of all three, input gradients of conv2 and the head (not of the image)
+    assert training_macs(_build("cnn-small/8-16"), None) == 3 * (conv1 + conv2 + head) - conv1
+
+
+def test_deq_training_macs_grow_by_one_cell_evaluation_per_iteration():
+    model = _build("mdeq-tiny-8")
+    per_cell = cell_macs(model)
+    extra = training_macs(model, 12) - training_macs(model, 4)
+    assert 8 * per_cell <= extra <= 1.1 * 8 * per_cell  # Anderson's mixing and small solves add a little
+
+
+def test_bench_writes_its_figures(tmp_path):
+    out = tmp_path / "cifar.json"
+    assert main(["bench", "cifar-models", "--models", "mdeq-tiny-8", "resnet-20", "--caps", "4", "--batches", "4",
+                 "--steps", "1", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    deq, resnet = report["models"]["mdeq-tiny-8"], report["models"]["resnet-20"]
+    assert resnet["params"] == 269_722 and resnet["cpu_seconds_relative_to_resnet20"]["explicit"]["4"] == 1.0
+    assert set(deq["seconds_per_sample"]) == {"cap4"} and deq["seconds_per_sample"]["cap4"]["4"] > 0
+    assert deq["cpu_seconds_per_sample"]["cap4"]["4"] > 0
+    assert 1 <= deq["iterations_at_init"] <= 18
