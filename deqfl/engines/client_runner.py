@@ -8,6 +8,10 @@ from (seed, round, client) and restored afterwards. Hence a client's result does
 on which clients this copy ran before, and the round is bitwise the same for any number
 of worker processes.
 
+Under personalisation the download lacks the entries that stay on the client; they are
+filled in from this copy's build-time values (`deqfl.fl.personal.mod.complete_download`),
+which the algorithm replaces with the client's own.
+
 The reply is what travels (`deqfl.fl.reply.ClientReply`: the encoded state and extras,
 and the reported fields), so the server reads it as it reads a Flower reply; the client's
 state after the round (the job brings the stored one) rides along, uncounted, for the
@@ -25,6 +29,7 @@ from torch import nn
 from deqfl.data import DatasetArrays
 from deqfl.errors import ClientFailure
 from deqfl.fl.client import train_client
+from deqfl.fl.personal.mod import complete_download
 from deqfl.fl.server import ClientJob, ClientReply
 from deqfl.fl.transport import decode_state, split_extras
 from deqfl.models import federated_state
@@ -47,6 +52,7 @@ class ClientRunner:
         cid = job.data.client_id
         try:
             received, extras = split_extras(decode_state(download, like=self.reference))
+            received = complete_download(received, self.reference, job.task.personalization)
             self._reset_local_buffers()
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(job_seed(job))

@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import pydantic
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -28,6 +29,7 @@ from deqfl.fl.client.optimizers import canonical_options, client_optimizer, clie
 from deqfl.fl.faults import FaultsConfig
 from deqfl.fl.fusion import FusionConfig
 from deqfl.fl.fusion.compat import coverage_aggregators
+from deqfl.fl.personal import algorithm_class, algorithm_names
 from deqfl.fl.privacy import PrivacyConfig, check_fusion
 from deqfl.fl.profiles import FleetConfig
 from deqfl.models import list_models, validate_model_options
@@ -227,6 +229,59 @@ class FlowerSection(_Section):
 # --- end Flower engines ---
 
 
+# --- Personalisation (issue 17): read by deqfl.fl.personal through the runner ---
+class PersonalizationSection(_Section):
+    algorithm: str = Field(
+        "none",
+        description="Personalised federated learning (deqfl.fl.personal, docs/EXTENDING.md): none (plain federated "
+        "learning, no personal part), fedavg (FedAvg evaluated per client), fedavg-ft (the global model fine-tuned "
+        "before evaluation), local (no communication), fedper, fedrep, ditto, fedeq (FeDEQ's ADMM consensus), or a "
+        "registered name. Personal parts and duals live in the client state; only shared parts travel.",
+    )
+    personal: Literal["head", "norm", "head+norm"] = Field(
+        "head",
+        description="The personal part of the model split (fedper, fedrep, fedeq): the model's head (its "
+        "`personal_modules`, else its `head`, else its last linear layer), its normalisation layers (FedBN), or both.",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Parameters of the chosen algorithm, checked by its own model: fedavg-ft finetune_steps (10); "
+        "fedrep head_epochs (1); ditto lam (0.1), personal_epochs (null: the round's steps); fedeq rho (0.01), "
+        "dual_step (null: rho), head_epochs (1); fedavg, local, fedper none.",
+    )
+    test_rows: int = Field(200, gt=0, description="Rows of each client's own test split, drawn from the test set by the client's training label distribution.")
+    unseen_fraction: float = Field(0.0, ge=0, lt=1, description="Share of the clients held out of training (seeded); after the last round each fits its personalised model and is evaluated on its own test split.")
+    unseen_steps: int = Field(20, gt=0, description="Local steps an unseen client fits its personalised model for.")
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known_algorithm(cls, value: str) -> str:
+        if value != "none" and value not in algorithm_names():
+            raise ValueError(f"unknown algorithm {value!r}; valid choices: none, {', '.join(algorithm_names())}")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _canonical_options(cls, data: Any) -> Any:
+        """The options table checked by the chosen algorithm's model and reduced to the
+        values that differ from its defaults (a spelled-out default keeps the run's id)."""
+        if not isinstance(data, dict) or not isinstance(data.get("options", {}), dict):
+            return data
+        name, table = data.get("algorithm", "none"), data.get("options", {})
+        if name == "none" or name not in algorithm_names():
+            if table and name == "none":
+                raise ValueError(f"personalization.options {sorted(table)} given, but personalization.algorithm is 'none'")
+            return data
+        model = algorithm_class(name).Options
+        try:
+            typed = model.model_validate(table)
+        except pydantic.ValidationError as exc:
+            problems = "; ".join(f"options.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"{problems} (algorithm '{name}' takes options: {', '.join(model.model_fields) or 'none'})") from None
+        return {**data, "options": typed.model_dump(exclude_defaults=True)}
+# --- end Personalisation ---
+
+
 class ExperimentConfig(_Section):
     experiment: ExperimentSection = Field(default_factory=ExperimentSection)
     data: DataSection = Field(default_factory=DataSection)
@@ -241,6 +296,7 @@ class ExperimentConfig(_Section):
     attack: AttackConfig = Field(default_factory=AttackConfig)
     faults: FaultsConfig = Field(default_factory=FaultsConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    personalization: PersonalizationSection = Field(default_factory=PersonalizationSection)
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
@@ -278,6 +334,7 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> ExperimentCo
     _check_control_variates(config, source)
     _check_model_options(config, source)
     _check_client_training(config, source)
+    _check_personalization(config, source)
     return config
 
 
@@ -300,6 +357,44 @@ def _check_client_training(config: ExperimentConfig, source: str) -> None:
             f"invalid {source}:\n  train.lr_warmup_rounds = {train.lr_warmup_rounds} leaves no round after warmup "
             f"(experiment.rounds = {rounds}); use fewer warmup rounds"
         )
+
+
+def _check_personalization(config: ExperimentConfig, source: str) -> None:
+    """A personalised algorithm runs without SCAFFOLD, privacy and width-sliced tiers
+    (their updates assume the whole model travels), and an unseen share leaves both
+    training and unseen clients."""
+    p = config.personalization
+    if p.algorithm == "none":
+        if p.unseen_fraction > 0:
+            raise ConfigError(f"invalid {source}:\n  personalization.unseen_fraction = {p.unseen_fraction:g} needs a "
+                              "personalization.algorithm (e.g. 'fedavg' to evaluate the global model on unseen clients)")
+        return
+    sliced = [t.name for t in config.fleet.resolved_tiers() if t.width < 1]
+    problems = {
+        "fusion.control_variates": config.fusion.control_variates != "none",
+        "privacy.mode": config.privacy.enabled,
+        "fleet.tiers (a tier of width < 1)": bool(sliced),
+    }
+    for key, bad in problems.items():
+        if bad:
+            raise ConfigError(f"invalid {source}:\n  personalization.algorithm = '{p.algorithm}' is not supported "
+                              f"with {key}: set one of them back to its default")
+    unseen = len(unseen_clients(config))
+    if p.unseen_fraction > 0 and not 0 < unseen < config.data.num_clients:
+        raise ConfigError(f"invalid {source}:\n  personalization.unseen_fraction = {p.unseen_fraction:g} holds out "
+                          f"{unseen} of data.num_clients = {config.data.num_clients}; it must hold out at least one and "
+                          "leave at least one for training")
+
+
+def unseen_clients(config: ExperimentConfig) -> list[int]:
+    """The clients held out of training: round(unseen_fraction * num_clients) of them,
+    drawn by the run's seed."""
+    n, share = config.data.num_clients, config.personalization.unseen_fraction
+    count = round(share * n)
+    if count == 0:
+        return []
+    draw = np.random.default_rng([config.experiment.seed, 0x0115EE])
+    return sorted(int(c) for c in draw.choice(n, size=count, replace=False))
 
 
 def _check_model_options(config: ExperimentConfig, source: str) -> None:

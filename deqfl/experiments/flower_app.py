@@ -114,7 +114,8 @@ def load_node(config_text: str, data_dir: str | None) -> FlowerNode:
     data = config.data
     device = prepare_device(config.experiment.device)
     dataset = load_dataset(data.dataset, data_dir=data.data_dir, cache_dir=data.cache_dir, mmap=True)
-    with torch.device("cpu"):
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+        torch.manual_seed(config.experiment.seed)  # the server's build: personal parts start from the same values
         model = build_model(
             config.model.name, input_shape=dataset.input_shape, num_classes=dataset.num_classes, **config.model.options,
         )

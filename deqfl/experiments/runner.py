@@ -30,7 +30,7 @@ from deqfl.engines.eval_runner import EvalRequest
 from deqfl.engines.spec import ModelSpec
 from deqfl.errors import ConfigError, DeqflError, RunFailed
 from deqfl.experiments import results as rf
-from deqfl.experiments.config import ExperimentConfig
+from deqfl.experiments.config import ExperimentConfig, unseen_clients
 from deqfl.experiments.run_dir import prepare_run_dir, run_config_hash
 from deqfl.experiments.tracking import TENSORBOARD_DIR, TensorBoardLog, require_tensorboard
 from deqfl.fl import privacy as dp
@@ -42,11 +42,15 @@ from deqfl.fl.checkpoint import (
     save_checkpoint,
 )
 from deqfl.fl.client import ClientData, TrainOptions, tier_backward
+from deqfl.fl.client.task import PersonalTask
 from deqfl.fl.client.warm_start import cache_bytes_per_sample
 from deqfl.fl.client_state import ClientStateStore
 from deqfl.fl.evaluation import EvalResult, evaluate
 from deqfl.fl.fusion import make_fusion
 from deqfl.fl.lr_schedule import LrSchedule
+from deqfl.fl.personal.mod import local_keys
+from deqfl.fl.personal.split import split_model
+from deqfl.fl.personal.unseen import evaluate_unseen
 from deqfl.fl.profiles import TierConfig, assign_tiers, reference_tier
 from deqfl.fl.record import RoundRecord
 from deqfl.fl.sampling import eligible_clients
@@ -188,7 +192,18 @@ def _settings(fed: Federation) -> RoundSettings:
             cache_bytes_per_sample(fed.model, fed.dataset.input_shape, c.train.warm_start_dtype)
             if c.train.warm_start else 0
         ),
+        personalization=personal_task(fed),
+        held_out=tuple(unseen_clients(c)),
     )
+
+
+def personal_task(fed: Federation) -> PersonalTask | None:
+    """The run's personalised algorithm as every task carries it (None: none)."""
+    p = fed.config.personalization
+    if p.algorithm == "none":
+        return None
+    split = split_model(fed.model, p.personal)
+    return PersonalTask(p.algorithm, dict(p.options), split.personal, local_keys(p.algorithm, split), p.test_rows)
 
 
 EvaluateMany = Callable[[dict[str, torch.Tensor], np.ndarray | None, list[EvalRequest]], list[EvalResult]]
@@ -356,6 +371,7 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
     engine = engine_factory(fed)
     evaluate_many = evaluator(fed, engine)
     state = federated_state(fed.model)
+    initial = dict(state)  # the build-time model: where unseen clients' personal parts start
     first_round, wall_before = 1, 0.0
     metrics_path = out_dir / "metrics.jsonl"
     run_hash = run_config_hash(config)
@@ -387,6 +403,11 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
         for key, value in evaluate_global(fed, fed.eval_rows, evaluate_many, anytime).items():
             setattr(record, key, value)
         record.client_accuracy = _client_accuracy(record)
+        if round_number == rounds:
+            record.unseen_accuracy = evaluate_unseen(
+                fed.model, fed.dataset, fed.clients, fed.tiers, settings, state, initial, round_number,
+                config.personalization.unseen_steps,
+            )
         record.train_seconds = train_seconds
         record.eval_seconds = time.perf_counter() - eval_start
         record.wall_seconds = wall_before + time.perf_counter() - started
@@ -473,12 +494,26 @@ def finish(
         "wall_seconds": wall,
         "malicious": malicious_clients(config.attack, config.data.num_clients, config.experiment.seed),
         "privacy": _privacy_summary(config),
+        **_personal_summary(config, records),
         "versions": rf.versions(),
         "commit": rf.git_commit(),
     }
     rf.atomic_write_text(out_dir / "summary.json", json.dumps(rf.json_safe(summary), indent=2, allow_nan=False))
     plot_run(out_dir, records, summary)
     return summary
+
+
+def _personal_summary(config: ExperimentConfig, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Under personalisation: the last round's personalised and unseen accuracies, and
+    the MB that travelled (down and up, all rounds); nothing otherwise."""
+    if config.personalization.algorithm == "none":
+        return {}
+    last = records[-1] if records else {}
+    return {
+        "personal_accuracy": last.get("personal_accuracy"),
+        "unseen_accuracy": last.get("unseen_accuracy"),
+        "megabytes": sum(r["bytes_up"] + r["bytes_down"] for r in records) / 1e6,
+    }
 
 
 def _privacy_summary(config: ExperimentConfig) -> dict[str, Any] | None:

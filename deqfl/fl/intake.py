@@ -15,7 +15,10 @@ whose steering numbers are the server's (`read_update`):
 
 The client's simulated time (`deqfl.fl.clock.device_seconds` of its reported work units,
 download and upload, times a straggler's slowdown) decides deadlines; a width-sliced
-client's state is written back into the global shape with the server's `coverage`.
+client's state is written back into the global shape with the server's `coverage`. Under
+personalisation an upload holds only the entries that travel (`local`: the ones that stay on
+the client); it is completed with the global values of the others (`embed_partial`), so
+their delta is zero and fusion leaves them as they are.
 A reply's client state (`ClientReply.client_state`: the client's own, never uploaded) is
 kept for the store (`Intake.client_states`) when it is well-formed (at most `state_limit`
 bytes plus `state_per_sample` per training row of the client (the warm-start cache's
@@ -95,9 +98,11 @@ def take_in(
     deadline: float | None,
     faults: FaultsConfig | None,
     state_per_sample: int = 0,
+    local: tuple[str, ...] = (),
 ) -> Intake:
     intake = Intake()
     limit = upload_limit({**global_state, **plan.extras})
+    travelling = {k: v for k, v in global_state.items() if k not in set(local)}
     max_state = state_limit(global_state)
     pairs = match_replies(plan.jobs, replies, intake, plan.round)
     for job, reply in pairs:
@@ -107,8 +112,10 @@ def take_in(
             if kept is not None:
                 intake.client_states[cid] = kept
             update, bytes_up = read_update(
-                job, reply, global_state, limit, momentum, deq_model, intake.adjusted, plan.extras
+                job, reply, travelling, limit, momentum, deq_model, intake.adjusted, plan.extras
             )
+            if local:
+                update = embed_partial(update, global_state, travelling)
             if width < 1:
                 update = embed_sliced(update, global_state, plan.sub_globals[width])
         except ReplyError as exc:
@@ -232,6 +239,17 @@ def embed_sliced(
         raise ReplyError(f"malformed reply: not the tier's sub-model: {reason}")
     coverage = {key: tuple(value.shape) for key, value in sub_global.items()}
     return replace(update, state=embed_state(update.state, global_state), coverage=coverage)
+
+
+def embed_partial(
+    update: ClientUpdate, global_state: Mapping[str, torch.Tensor], travelling: Mapping[str, torch.Tensor]
+) -> ClientUpdate:
+    """A partial upload (the entries that travel) completed with the global values of the
+    rest; ReplyError unless it passes `check_state` against `travelling`."""
+    reason = check_state(travelling, update.state)
+    if reason is not None:
+        raise ReplyError(f"malformed reply: not the model's travelling part: {reason}")
+    return replace(update, state={k: update.state.get(k, v) for k, v in global_state.items()})
 
 
 def match_replies(

@@ -9,7 +9,11 @@ and gives each sampled client its task. Everything in a task is the server's dec
 - `local_steps`: `deqfl.fl.client.local_step_count` of the tier and the client's rows;
 - `options.lr`: the round's learning rate (`deqfl.fl.lr_schedule`), the same for every
   client of the round and kept in `RoundPlan.lr`;
-- `control_variates`: the run's (SCAFFOLD's client mod runs when it is "scaffold").
+- `control_variates`: the run's (SCAFFOLD's client mod runs when it is "scaffold");
+- `personalization`: the run's personalised algorithm (`deqfl.fl.personal`), if any.
+
+Under personalisation the download carries only the entries that travel (not
+`PersonalTask.local`), and clients held out of training (`held_out`) are never sampled.
 
 The download carries the fusion's extras besides the global state (SCAFFOLD's control
 variate, `deqfl.fl.transport.with_extras`), so they count in `bytes_down`. Each job
@@ -31,6 +35,7 @@ import torch
 from deqfl.fl import privacy as dp
 from deqfl.fl.attacks import AttackConfig
 from deqfl.fl.client import ClientData, ClientTask, TrainOptions, local_step_count
+from deqfl.fl.client.task import PersonalTask
 from deqfl.fl.client_state import ClientStateStore
 from deqfl.fl.clock import cap_for_time_budget
 from deqfl.fl.faults import FaultsConfig, crash_at
@@ -79,6 +84,10 @@ class RoundSettings:
     def round_options(self, round_number: int) -> TrainOptions:
         """`options` with the rate of round `round_number`."""
         return dataclasses.replace(self.options, lr=self.lr_schedule.lr(round_number, self.options.lr))
+    personalization: PersonalTask | None = None
+    """The personalised algorithm every task runs (`deqfl.fl.personal`); None: none."""
+    held_out: tuple[int, ...] = ()
+    """Clients never sampled for training (personalisation's unseen clients)."""
 
 
 @dataclass(frozen=True)
@@ -139,7 +148,7 @@ def plan_round(
     `client_state` is read for the sampled clients."""
     sample = _sample(round_number, tiers, settings)
     extras = dict(extras or {})
-    download = encode_state(with_extras(dict(global_state), extras), settings.transport_dtype)
+    download = encode_state(with_extras(wire_state(global_state, settings), extras), settings.transport_dtype)
     sub_globals = {width: slice_state(global_state, shapes) for width, shapes in settings.sub_shapes.items()}
     download_bytes = {1.0: len(download)} | {
         width: len(encode_state(sub, settings.transport_dtype)) for width, sub in sub_globals.items()
@@ -156,6 +165,13 @@ def plan_round(
     return RoundPlan(round_number, sample, jobs, download, download_bytes, sub_globals, malicious, options.lr, extras)
 
 
+def wire_state(global_state: Mapping[str, torch.Tensor], settings: RoundSettings) -> dict[str, torch.Tensor]:
+    """The entries of the global state that travel: all but the personalised algorithm's
+    `PersonalTask.local` ones."""
+    local = set(settings.personalization.local) if settings.personalization is not None else set()
+    return {k: v for k, v in global_state.items() if k not in local}
+
+
 def _packed_state(store: ClientStateStore | None, client_id: int) -> bytes | None:
     state = store.get(client_id) if store is not None else None
     return None if state is None else pack_tensors(state)
@@ -164,7 +180,8 @@ def _packed_state(store: ClientStateStore | None, client_id: int) -> bytes | Non
 def _sample(round_number: int, tiers: list[TierConfig], s: RoundSettings) -> RoundSample:
     if s.privacy is not None and s.privacy.mode == "central":
         return dp.poisson_sample(tiers, s.seed, round_number, s.fraction, s.rule, s.min_forward_cap)
-    return sample_round(tiers, s.seed, round_number, s.fraction, s.min_clients, s.rule, s.min_forward_cap)
+    return sample_round(tiers, s.seed, round_number, s.fraction, s.min_clients, s.rule, s.min_forward_cap,
+                        exclude=s.held_out)
 
 
 def _task(
@@ -188,4 +205,5 @@ def _task(
         crash_at=crash_at(s.faults, s.seed, round_number, cid),
         local_dp=s.privacy if s.privacy is not None and s.privacy.mode == "local" else None,
         control_variates=s.control_variates,
+        personalization=s.personalization,
     )

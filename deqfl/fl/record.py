@@ -77,15 +77,19 @@ class RoundRecord(_Record):
     tier_accuracy: dict[str, float] = Field(default_factory=dict, description="Test accuracy at each tier's budget (a width-sliced tier: its sub-model).")
     client_accuracy: dict[str, float | None] = Field(default_factory=dict, description="`mean` and `p10` of the fused clients' held-back accuracy.")
     anytime: dict[str, float] | None = Field(None, description="Accuracy at each anytime budget (every `evaluation.anytime_every` rounds; absent otherwise).")
+    personal_accuracy: dict[str, Any] | None = Field(None, description="Under `personalization.algorithm`: `mean`, `p10`, `clients` and per-tier means (`tiers`) of the round's clients' personalised accuracy on their own test splits (absent otherwise).")
+    unseen_accuracy: dict[str, Any] | None = Field(None, description="Under `personalization.unseen_fraction` > 0, in the last round: the same summary for the clients held out of training, each after fitting its personalised model (absent otherwise).")
     train_seconds: float | None = Field(None, description="Measured seconds of the round's training and fusion.")
     eval_seconds: float | None = Field(None, description="Measured seconds of the round's evaluation.")
     wall_seconds: float | None = Field(None, description="Measured seconds since the run started (resumed runs continue the count).")
 
     def to_json(self) -> dict[str, Any]:
-        """The record as written to `metrics.jsonl` (`anytime` only in rounds that have it)."""
+        """The record as written to `metrics.jsonl` (`anytime`, `personal_accuracy` and
+        `unseen_accuracy` only in rounds that have them)."""
         data = self.model_dump(mode="python")
-        if data["anytime"] is None:
-            del data["anytime"]
+        for key in ("anytime", "personal_accuracy", "unseen_accuracy"):
+            if data[key] is None:
+                del data[key]
         return data
 
 

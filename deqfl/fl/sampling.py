@@ -1,7 +1,8 @@
 """Which clients take part in a round: chosen by deqfl, seeded by (seed, round).
 
 1. Eligible clients: all, or under `drop-weak` only those whose tier's forward cap is at
-   least `min_cap` (the baseline that excludes weak devices).
+   least `min_cap` (the baseline that excludes weak devices); never those in `exclude`
+   (clients held out of training).
 2. Sample max(min_clients, round(fraction * eligible)) of them without replacement.
 3. Each sampled client answers with its tier's `availability` probability.
 The result is sorted by client id: replies are fused in client order, not arrival order.
@@ -39,8 +40,11 @@ def sample_round(
     min_clients: int,
     rule: str = "uniform",
     min_cap: int = 1,
+    exclude: tuple[int, ...] = (),
 ) -> RoundSample:
     eligible = eligible_clients(tiers, rule, min_cap)
+    if exclude:
+        eligible = [c for c in eligible if c not in set(exclude)]
     if not eligible:
         raise ConfigError(
             f"sampling: rule '{rule}' with min_cap={min_cap} leaves no eligible client; "

@@ -10,8 +10,9 @@
    drop stragglers past the deadline;
 4. fuse: the fusion (`deqfl.fl.fusion`, wrapped for central DP) validates and fuses the
    updates in client order;
-5. record (`deqfl.fl.record`): the typed round record; the replies' well-formed client
-   states are written back to the store.
+5. record (`deqfl.fl.record`): the typed round record (under personalisation with the
+   clients' personalised accuracies, `deqfl.fl.personal.summary`); the replies'
+   well-formed client states are written back to the store.
 
 Every decision is made here, so every engine gives the same round for the same config and
 seed. A reply the server cannot use is listed under `rejected`, never raised; anything
@@ -30,6 +31,7 @@ from deqfl.fl.client import ClientData
 from deqfl.fl.client_state import ClientStateStore
 from deqfl.fl.fusion import CentralDPFusion, Fusion, FusionContext, FusionResult, ScaffoldFusion
 from deqfl.fl.intake import Intake, take_in
+from deqfl.fl.personal.summary import personal_summary
 from deqfl.fl.plan import ClientJob, RoundPlan, RoundSettings, plan_round
 from deqfl.fl.profiles import TierConfig
 from deqfl.fl.record import Adjustment, Rejection, RoundRecord
@@ -69,6 +71,7 @@ def run_round(
     intake = take_in(
         plan, replies, global_state, settings.options.momentum, settings.deq_model,
         settings.deadline_seconds, settings.faults, settings.client_state_per_sample,
+        local=settings.personalization.local if settings.personalization is not None else (),
     )
     context = FusionContext(
         round=round_number,
@@ -97,6 +100,7 @@ def _record(plan: RoundPlan, intake: Intake, result: FusionResult, settings: Rou
                 update={"weight": result.weights[cid], "quality": result.quality.get(cid)}
             ))
     rejected = sorted(intake.rejected + result.rejected, key=_rejected_order)
+    personal = personal_summary(intake.updates) if settings.personalization is not None else None
     return RoundRecord(
         round=plan.round,
         bytes_down=sum(plan.download_bytes[job.task.tier.width] for job in plan.jobs),
@@ -111,6 +115,7 @@ def _record(plan: RoundPlan, intake: Intake, result: FusionResult, settings: Rou
         malicious_weight=sum(result.weights.get(c, 0.0) for c in plan.malicious),
         epsilon=dp.epsilon(settings.privacy, plan.round, settings.fraction),
         lr=plan.lr,
+        personal_accuracy=personal,
     )
 
 

@@ -89,6 +89,7 @@ def _train(load_node: NodeLoader, message: Message, context: Context) -> Message
     import torch  # noqa: PLC0415
 
     from deqfl.fl.client import train_client  # noqa: PLC0415
+    from deqfl.fl.personal.mod import complete_download  # noqa: PLC0415
     from deqfl.fl.transport import decode_state, encode_state, split_extras, with_extras  # noqa: PLC0415
 
     record = message.content.config_records[P.TASK_KEY]
@@ -109,6 +110,7 @@ def _train(load_node: NodeLoader, message: Message, context: Context) -> Message
     torch.set_num_threads(run.node.threads)
     data = _client_data(run, digest, client_id)
     received, extras = split_extras(decode_state(bytes(record["payload"]), like=run.reference))  # type: ignore[arg-type]
+    received = complete_download(received, run.reference, task.personalization)  # the entries that stay here
     kept = context.state.array_records.get(CLIENT_STATE_KEY)
     _log_startup(client_id)
     try:

@@ -60,6 +60,26 @@ class TrainOptions:
 
 
 @dataclass(frozen=True)
+class PersonalTask:
+    """A personalised round (`deqfl.fl.personal`): the algorithm, its validated options,
+    the model's personal keys (`deqfl.fl.personal.split`), the keys that never travel (the
+    download lacks them, the upload must too), the size of the client's test split, and
+    whether the client is an unseen one."""
+
+    algorithm: str
+    options: dict
+    personal: tuple[str, ...]
+    local: tuple[str, ...]
+    test_rows: int
+    unseen: bool = False
+    """A client held out of training: it fits its personalised model and is evaluated."""
+
+    def __post_init__(self) -> None:  # JSON (Flower's task) turns tuples into lists
+        object.__setattr__(self, "personal", tuple(self.personal))
+        object.__setattr__(self, "local", tuple(self.local))
+
+
+@dataclass(frozen=True)
 class ClientTask:
     """Everything a client needs for one round besides the model and its data."""
 
@@ -78,6 +98,8 @@ class ClientTask:
     """Set under local DP: the client clips and noises its update (`deqfl.fl.privacy`)."""
     control_variates: str = "none"
     """"scaffold": the client runs SCAFFOLD's mod (`deqfl.fl.client.scaffold`)."""
+    personalization: PersonalTask | None = None
+    """Set under `personalization.algorithm`: the client runs the algorithm's mod."""
 
 
 def local_step_count(tier: TierConfig, num_train: int, batch_size: int) -> int:

@@ -14,7 +14,8 @@ attack, local DP, crash (so the attack tampers with the privatised update, and b
 the sliced global state), warm starts (`deqfl.fl.client.warm_start`,
 `task.options.warm_start`: inside width slicing, so it hooks the model that trains), then
 the algorithm's own mod, innermost, next to honest training: SCAFFOLD's
-(`deqfl.fl.client.scaffold`, `task.control_variates == "scaffold"`).
+(`deqfl.fl.client.scaffold`, `task.control_variates == "scaffold"`) or the personalised
+algorithm's (`deqfl.fl.personal.mod.personalize`, `task.personalization`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from deqfl.fl.client.scaffold import scaffold
 from deqfl.fl.client.task import ClientTask
 from deqfl.fl.client.warm_start import warm_start
 from deqfl.fl.faults import ClientCrash, crash_step
+from deqfl.fl.personal.mod import personalize
 from deqfl.fl.privacy import privatize_local
 from deqfl.fl.update import ClientUpdate
 from deqfl.models.width import multiply_accumulates, narrow_model, slice_state, sub_shapes
@@ -90,4 +92,6 @@ def builtin_mods(task: ClientTask) -> list[ClientMod]:
         mods.append(warm_start)
     if task.control_variates == "scaffold":
         mods.append(scaffold)
+    if task.personalization is not None:
+        mods.append(personalize)
     return mods
