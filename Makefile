@@ -22,7 +22,7 @@ demo: setup
 	$(BIN)/deqfl run
 
 test: setup-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 setup: $(VENV)/.run-installed
 setup-test: $(VENV)/.test-installed
