@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = (
     "deqfl.cli.cmd_models",
     "deqfl.cli.cmd_bench",
     "deqfl.cli.cmd_reproduce",
+    "deqfl.cli.cmd_central",
 )
 
 
