@@ -33,7 +33,12 @@ def register(subparsers) -> None:
         "--data-dir", action="append", default=[], metavar="DATASET=PATH",
         help="where a data set's files are, e.g. fashion-mnist=../shared/data/fashion-mnist (repeatable)",
     )
-    parser.add_argument("--with-cifar", action="store_true", help="add CIFAR-10 with the 32x32 RGB models (--full)")
+    parser.add_argument("--with-cifar", action="store_true",
+                        help="add the CIFAR-10 protocol (docs/CIFAR_PROTOCOL.md; with --quick: a smoke test of it)")
+    parser.add_argument("--cifar-only", action="store_true",
+                        help="run the CIFAR-10 protocol's runs alone (implies --with-cifar)")
+    parser.add_argument("--gpu", action="store_true",
+                        help="--with-cifar: the CIFAR-10 protocol at its GPU size, on experiment.device=cuda")
     parser.add_argument(
         "--parallel", type=int, default=1, metavar="K",
         help="run K suite runs at once, each with max(1, cores // K) client worker processes "
@@ -64,7 +69,12 @@ def reproduce_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"--parallel {args.parallel}: give at least 1 run at a time")
     out = args.out or Path("runs") / f"reproduce-{mode}"
     store = args.store or (DEFAULT_STORE if mode == "full" else out / "results")
-    specs = build_suite(FULL if mode == "full" else QUICK, only, with_cifar=args.with_cifar)
+    with_cifar = args.with_cifar or args.cifar_only
+    if args.gpu and not with_cifar:
+        raise ConfigError("--gpu sizes the CIFAR-10 protocol: add --with-cifar or --cifar-only")
+    specs = build_suite(FULL if mode == "full" else QUICK, only, with_cifar=with_cifar, gpu=args.gpu)
+    if args.cifar_only:
+        specs = [s for s in specs if s.dataset == "cifar10"]
     missing = sorted({s.dataset for s in specs if s.dataset in ("fashion-mnist", "cifar10")} - set(data_dirs))
     if missing and not args.report_only:
         raise ConfigError(

@@ -25,7 +25,8 @@
 
 `--quick` is a smoke test of the pipeline (MNIST, one seed, small fleet, few rounds,
 a training subset); `--full` is the evidence (MNIST and Fashion-MNIST, 3 seeds, 20
-clients, 20 rounds; CIFAR-10 with `--with-cifar`).
+clients, 20 rounds). `--with-cifar` adds the CIFAR-10 protocol after them, one seed
+(`cifar_protocol`, docs/CIFAR_PROTOCOL.md).
 
 Runs are listed table by table: T0 and T1; then E1 and E2 (with E4) on each data set in turn;
 then E3 on each data set; every seed of a table before the next table. A suite stopped
@@ -46,17 +47,13 @@ TARGETS = {"mnist": 0.98, "fashion-mnist": 0.85, "cifar10": 0.60}
 MODELS = {
     "mnist": {"deq": "deq-mnist", "cnn": "cnn-small", "resnet": "resnet-small", "unrolled": "unrolled-mnist"},
     "fashion-mnist": {"deq": "deq-mnist", "cnn": "cnn-small", "resnet": "resnet-small", "unrolled": "unrolled-mnist"},
-    "cifar10": {"deq": "deq-cifar", "cnn": "cnn-large", "resnet": "resnet-large", "unrolled": "unrolled-cifar"},
 }
 
 
 # Learning rates (client SGD, momentum 0.9) chosen by the T0 sweep on MNIST (best held-back
 # client accuracy after 5 rounds; the report prints the sweep). Fashion-MNIST uses the same
-# models and rates; the CIFAR-10 models take their MNIST family's rate, untuned.
-LEARNING_RATES = {
-    "deq-mnist": 0.1, "cnn-small": 0.03, "resnet-small": 0.01, "unrolled-mnist": 0.1,
-    "deq-cifar": 0.1, "cnn-large": 0.03, "resnet-large": 0.01, "unrolled-cifar": 0.1,
-}
+# models and rates; CIFAR-10 has its own protocol and sweep (`cifar_protocol`).
+LEARNING_RATES = {"deq-mnist": 0.1, "cnn-small": 0.03, "resnet-small": 0.01, "unrolled-mnist": 0.1}
 SWEEP_LRS = (0.003, 0.01, 0.03, 0.1, 0.3)
 
 # Fusion parameters chosen by the T1 sweep (same protocol as T0: best held-back client
@@ -143,9 +140,11 @@ FULL = SuiteScale(
 )
 
 
-def build_suite(scale: SuiteScale, only: tuple[str, ...] = EXPERIMENTS, with_cifar: bool = False) -> list[RunSpec]:
-    """Every run of the chosen experiments, experiment by experiment (see the module doc)."""
-    datasets = scale.datasets + (("cifar10",) if with_cifar else ())
+def build_suite(scale: SuiteScale, only: tuple[str, ...] = EXPERIMENTS, with_cifar: bool = False,
+                gpu: bool = False) -> list[RunSpec]:
+    """Every run of the chosen experiments, experiment by experiment (see the module doc);
+    `with_cifar`: then the CIFAR-10 protocol's runs (`cifar_protocol`, its GPU size with `gpu`)."""
+    datasets = scale.datasets
     runs: list[RunSpec] = []
     if "T0" in only and scale.sweep_rounds:
         runs += _sweep(scale)
@@ -161,6 +160,10 @@ def build_suite(scale: SuiteScale, only: tuple[str, ...] = EXPERIMENTS, with_cif
                 for seed in scale.seeds:
                     common = scale.base + (f"data.dataset={dataset}", f"experiment.seed={seed}")
                     runs += builders[experiment](dataset, seed, common)
+    if with_cifar:
+        from deqfl.experiments.reproduce.cifar_protocol import cifar_scale, cifar_suite  # noqa: PLC0415 - it imports this module
+
+        runs += cifar_suite(cifar_scale(scale, gpu), only, scale.seeds[:1])
     return runs
 
 

@@ -1,0 +1,54 @@
+"""The CIFAR-10 protocol of the suite (`cifar_protocol`): its runs are valid configs of the
+stated sizes, and the reproduce command selects them."""
+
+import pytest
+
+from deqfl.cli.main import main
+from deqfl.experiments.config import load_config
+from deqfl.experiments.reproduce import cifar_protocol as cp
+from deqfl.experiments.reproduce.suite import FULL, QUICK, build_suite
+from deqfl.models import build_model
+
+
+def _cifar(specs):
+    return [s for s in specs if s.dataset == "cifar10"]
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_every_cifar_run_is_a_valid_config_of_its_scale(gpu):
+    specs = _cifar(build_suite(FULL, with_cifar=True, gpu=gpu))
+    scale = cp.GPU if gpu else cp.CPU
+    assert len({s.run_id for s in specs}) == len(specs)
+    assert {s.experiment for s in specs} == {"T0", "E1", "E2", "E3"} and {s.seed for s in specs} == {0, 100}
+    for spec in specs:
+        config = load_config(None, list(spec.overrides))
+        assert config.data.augment == "crop-flip" and config.train.batch_size == 64
+        assert config.experiment.device == ("cuda" if gpu else "auto")  # the default
+        assert all(t.local_steps == scale.local_steps for t in config.fleet.resolved_tiers())
+        assert config.train.optimizer == ("sgd" if spec.method in cp.SGD_RULES or spec.method.endswith("-sgd") else "adam")
+        if spec.experiment != "T0":
+            assert config.experiment.rounds == scale.rounds and config.train.lr_schedule == "cosine"
+    e1 = [s.method for s in specs if s.experiment == "E1"]
+    assert sorted(e1) == sorted(cp.MODELS)
+    assert len([s for s in specs if s.experiment == "E3"]) == 2 * 6 - 2  # E2 already ran two rules at alpha 0.5
+
+
+def test_each_family_has_three_growing_widths():
+    for labels in cp.FAMILIES.values():
+        counts = []
+        for label in labels:
+            config = load_config(None, list(cp.MODELS[label]))
+            model = build_model(config.model.name, input_shape=(3, 32, 32), **config.model.options)
+            counts.append(sum(p.numel() for p in model.parameters()))
+        assert len(counts) == 3 and counts == sorted(counts) and 50_000 < counts[0] and counts[-1] < 300_000
+
+
+def test_quick_and_slice_sizes_and_the_cli_flags(capsys, tmp_path):
+    quick = _cifar(build_suite(QUICK, only=("E1",), with_cifar=True))
+    assert [s.method for s in quick] == list(cp.QUICK.e1_models)
+    sliced = _cifar(build_suite(QUICK, only=("E1",), with_cifar=True, gpu=True))
+    assert [s.method for s in sliced] == list(cp.SLICE.e1_models)
+    assert all("experiment.device=cuda" in s.overrides and "experiment.rounds=25" in s.overrides for s in sliced)
+    assert main(["reproduce", "--quick", "--gpu"]) == 2
+    assert "--with-cifar" in capsys.readouterr().err
+    assert main(["reproduce", "--quick", "--cifar-only", "--report-only", "--only", "E1", "--out", str(tmp_path)]) == 0
