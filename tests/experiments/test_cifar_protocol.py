@@ -19,14 +19,14 @@ def test_every_cifar_run_is_a_valid_config_of_its_scale(gpu):
     specs = _cifar(build_suite(FULL, with_cifar=True, gpu=gpu))
     scale = cp.GPU if gpu else cp.CPU
     assert len({s.run_id for s in specs}) == len(specs)
-    assert {s.experiment for s in specs} == {"T0", "E1", "E2", "E3"} and {s.seed for s in specs} == {0, 100}
+    assert {s.experiment for s in specs} == {cp.SWEEP, "E1", "E2", "E3"} and {s.seed for s in specs} == {0, 100}
     for spec in specs:
         config = load_config(None, list(spec.overrides))
         assert config.data.augment == "crop-flip" and config.train.batch_size == 64
         assert config.experiment.device == ("cuda" if gpu else "auto")  # the default
         assert all(t.local_steps == scale.local_steps for t in config.fleet.resolved_tiers())
         assert config.train.optimizer == ("sgd" if spec.method in cp.SGD_RULES or spec.method.endswith("-sgd") else "adam")
-        if spec.experiment != "T0":
+        if spec.experiment != cp.SWEEP:
             assert config.experiment.rounds == scale.rounds and config.train.lr_schedule == "cosine"
     e1 = [s.method for s in specs if s.experiment == "E1"]
     assert sorted(e1) == sorted(cp.MODELS)
@@ -52,3 +52,17 @@ def test_quick_and_slice_sizes_and_the_cli_flags(capsys, tmp_path):
     assert main(["reproduce", "--quick", "--gpu"]) == 2
     assert "--with-cifar" in capsys.readouterr().err
     assert main(["reproduce", "--quick", "--cifar-only", "--report-only", "--only", "E1", "--out", str(tmp_path)]) == 0
+
+
+def test_the_sweep_table_picks_by_held_back_accuracy():
+    def run(method, lr, held, test):
+        return {"experiment": cp.SWEEP, "method": method, "group": f"lr={lr:g}", "seed": 100,
+                "rounds": [{"client_accuracy": {"mean": held}}], "summary": {"final_accuracy": test}}
+
+    results = [run("resnet-14", 1e-3, 0.5, 0.4), run("resnet-14", 3e-3, 0.6, 0.3), run("mdeq-small-8-sgd", 0.03, 0.4, 0.35),
+               {"experiment": "T0", "method": "deq", "group": "lr=0.1"}]
+    lines = cp.sweep_section(results)
+    row = next(line for line in lines if line.startswith("| resnet-14"))
+    assert "60.00 / 30.00" in row and row.endswith(f"| 0.003 | {cp.LEARNING_RATES['resnet']:g} |")
+    assert any(line.startswith("| mdeq-small-8-sgd") and line.endswith(f"| {cp.SGD_LR:g} |") for line in lines)
+    assert cp.sweep_section(results[-1:]) == []

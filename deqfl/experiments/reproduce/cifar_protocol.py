@@ -29,7 +29,9 @@ Runs, in this order, after the MNIST-like data sets' runs:
 from __future__ import annotations
 
 import dataclasses
+from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 from deqfl.experiments.reproduce.suite import (
     E2_ALPHA,
@@ -45,6 +47,9 @@ from deqfl.experiments.reproduce.suite import (
 )
 
 CIFAR = "cifar10"
+SWEEP = "T0C"
+"""The experiment label of the CIFAR-10 sweep's runs (selected by `--only T0`), apart from
+the MNIST sweep's "T0" so that the report's tables do not mix them (`sweep_section`)."""
 TARGET = 0.60
 """The accuracy whose MB-to-target E1 reports (`suite.TARGETS["cifar10"]`)."""
 
@@ -70,7 +75,7 @@ HEADLINE = {"deq": "mdeq-small-8", "cnn": "cnn-w64"}
 """E2's and E3's models: the DEQ of about 170K parameters and the CNN nearest it (the
 explicit family HeteroFL can slice)."""
 
-SWEEP_LRS = (3e-4, 1e-3, 3e-3)
+SWEEP_LRS = (3e-4, 1e-3, 3e-3, 1e-2)
 LEARNING_RATES = {"deq": 1e-3, "resnet": 1e-3, "cnn": 1e-3}
 """Adam's base rate per family: the T0 (CIFAR) sweep's middle value until the sweep has run
 (docs/CIFAR_PROTOCOL.md records the short pre-sweep)."""
@@ -174,11 +179,11 @@ def sweep(scale: CifarScale) -> list[RunSpec]:
                      "evaluation.anytime_every=0", tiers(scale, 1.0, 0.0), "fusion.weighting=examples")
     deq = HEADLINE["deq"]
     return [
-        RunSpec("T0", labels[1], CIFAR, scale.sweep_seed, common + _model(labels[1], lr), f"lr={lr:g}",
+        RunSpec(SWEEP, labels[1], CIFAR, scale.sweep_seed, common + _model(labels[1], lr), f"lr={lr:g}",
                 {"family": name})
         for name, labels in FAMILIES.items() for lr in SWEEP_LRS
     ] + [
-        RunSpec("T0", f"{deq}-sgd", CIFAR, scale.sweep_seed, common + _model(deq, lr, sgd=True), f"lr={lr:g}",
+        RunSpec(SWEEP, f"{deq}-sgd", CIFAR, scale.sweep_seed, common + _model(deq, lr, sgd=True), f"lr={lr:g}",
                 {"family": "deq"})
         for lr in SGD_SWEEP_LRS
     ]
@@ -223,3 +228,27 @@ def _e3(scale: CifarScale, seed: int, common: tuple[str, ...]) -> list[RunSpec]:
         for alpha in E3_ALPHAS for rule in FUSION_RULES
         if not (alpha == E2_ALPHA and rule in E3_FROM_E2)
     ]
+
+
+def sweep_section(results: list[dict[str, Any]]) -> list[str]:
+    """The report's table of the CIFAR-10 sweep (as `report.section_t0` for MNIST): per
+    swept model, held-back / test accuracy at each rate, the best rate by the held-back
+    accuracy and the rate in use."""
+    from deqfl.experiments.reproduce.report import _sweep_choice, _table  # noqa: PLC0415 - the report imports the suite
+
+    by_method: dict[str, dict[float, dict[str, Any]]] = defaultdict(dict)
+    for run in results:
+        if run["experiment"] == SWEEP:
+            by_method[run["method"]][float(run["group"].removeprefix("lr="))] = run
+    if not by_method:
+        return []
+    rates = sorted({lr for runs in by_method.values() for lr in runs})
+    rows = []
+    for method, runs in sorted(by_method.items()):
+        cells, best = _sweep_choice(runs)
+        in_use = SGD_LR if method.endswith("-sgd") else LEARNING_RATES[family(method)]
+        rows.append([method, *[cells.get(lr, "n/a") for lr in rates], best, f"{in_use:g}"])
+    return ["## T0 learning-rate sweep (CIFAR-10, FedAvg, homogeneous devices, one seed)",
+            "", "Chosen by the clients' held-back accuracy, never by the test set; a family takes its middle "
+            "model's rate (docs/CIFAR_PROTOCOL.md).", "",
+            *_table(["model", *[f"lr {lr:g}: held-back / test (%)" for lr in rates], "best", "in use"], rows)]
