@@ -48,7 +48,7 @@ def test_quick_and_slice_sizes_and_the_cli_flags(capsys, tmp_path):
     assert [s.method for s in quick] == list(cp.QUICK.e1_models)
     sliced = _cifar(build_suite(QUICK, only=("E1",), with_cifar=True, gpu=True))
     assert [s.method for s in sliced] == list(cp.SLICE.e1_models)
-    assert all("experiment.device=cuda" in s.overrides and "experiment.rounds=25" in s.overrides for s in sliced)
+    assert all("experiment.device=cuda" in s.overrides and "experiment.rounds=15" in s.overrides for s in sliced)
     assert main(["reproduce", "--quick", "--gpu"]) == 2
     assert "--with-cifar" in capsys.readouterr().err
     assert main(["reproduce", "--quick", "--cifar-only", "--report-only", "--only", "E1", "--out", str(tmp_path)]) == 0

@@ -120,8 +120,8 @@ GPU = CifarScale(rounds=200, local_steps=None, eval_subset=0, anytime_every=50, 
 QUICK = CifarScale(rounds=2, local_steps=2, eval_subset=200, anytime_every=0, sweep_rounds=0,
                    e1_models=("mdeq-tiny-8", "resnet-8", "cnn-w32"))
 """A smoke test of the CIFAR-10 pipeline (`deqfl reproduce --quick --with-cifar`): not evidence."""
-SLICE = dataclasses.replace(GPU, rounds=25, anytime_every=0, sweep_rounds=0, e1_models=(HEADLINE["deq"], "resnet-8"))
-"""The GPU slice (`--quick --with-cifar --gpu`, scripts/gpu_cifar.sh): `GPU`'s runs at 25
+SLICE = dataclasses.replace(GPU, rounds=15, anytime_every=0, sweep_rounds=0, e1_models=(HEADLINE["deq"], "resnet-8"))
+"""The GPU slice (`--quick --with-cifar --gpu`, scripts/gpu_cifar.sh): `GPU`'s runs at 15
 rounds, E1 for the headline DEQ and ResNet-8 only."""
 
 
