@@ -163,8 +163,6 @@ def train_central(
     dataset = load_dataset(data.dataset, data_dir=data.data_dir, cache_dir=data.cache_dir)
     rows = len(dataset.y_train) if not data.train_subset else min(data.train_subset, len(dataset.y_train))
     batch = config.train.batch_size
-    if rows < 1:
-        raise ConfigError(f"{data.dataset} has no training rows")
     torch.manual_seed(config.seed)
     with torch.device("cpu"):
         model = build_model(config.model.name, input_shape=dataset.input_shape,
@@ -233,7 +231,6 @@ def train_central(
                     fh.write(json.dumps(asdict(row)) + "\n")
             if last:
                 epoch_stats = {"loss": [], "correct": [], "iterations": []}
-                model.train()
             if last or (config.checkpoint_steps and step % config.checkpoint_steps == 0):
                 _checkpoint(out, step, model, optimizer, time.perf_counter() - started, config_hash, epoch_stats)
             if on_step is not None:
