@@ -38,7 +38,8 @@ def test_central_learns_and_logs_iterations(tmp_path):
 
 @pytest.mark.parametrize("crash_at", [7, 10])  # mid-epoch (checkpoint at 6), and at an epoch's end
 def test_central_resumes_bitwise(tmp_path, crash_at):
-    config = central_config({**SETTINGS, "data": {**SETTINGS["data"], "augment": "crop-flip"}})
+    config = central_config({**SETTINGS, "data": {**SETTINGS["data"], "augment": "crop-flip"},
+                             "train": {**SETTINGS["train"], "fixed_point_correction": 0.5}})
     whole = train_central(config, tmp_path / "whole")
 
     def crash(step, total):

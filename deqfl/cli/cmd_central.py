@@ -33,6 +33,7 @@ def register(subparsers) -> None:
     parser.add_argument("--eval-subset", type=int, help="evaluate on N seeded test rows (0: all, the default)")
     parser.add_argument("--forward-cap", type=int, help="DEQ forward iteration cap (default 18)")
     parser.add_argument("--tol", type=float, help="DEQ forward tolerance (default 1e-3)")
+    parser.add_argument("--correction", type=float, help="DEQ fixed-point correction weight (default 0: off)")
     parser.add_argument("--checkpoint-steps", type=int, help="also checkpoint every N steps (default: epoch ends only)")
     parser.add_argument("--seed", type=int, help="seed (default 0)")
     parser.add_argument("--device", help="auto, cpu (default), cuda or cuda:N")
@@ -48,7 +49,7 @@ _FLAGS = {  # flag -> key of CentralConfig (dotted: a section's key)
     "train_subset": "data.train_subset", "eval_subset": "data.eval_subset",
     "model": "model.name", "epochs": "epochs", "batch_size": "train.batch_size", "optimizer": "train.optimizer",
     "lr": "train.lr", "momentum": "train.momentum", "weight_decay": "train.weight_decay",
-    "schedule": "train.lr_schedule", "forward_cap": "forward_cap", "tol": "tol",
+    "schedule": "train.lr_schedule", "correction": "train.fixed_point_correction", "forward_cap": "forward_cap", "tol": "tol",
     "checkpoint_steps": "checkpoint_steps", "seed": "seed", "device": "device", "threads": "threads",
 }
 

@@ -7,7 +7,8 @@ set) for `epochs` epochs of `ceil(n / batch_size)` steps, with one optimiser
 (`deqfl.fl.lr_schedule`, an epoch in a round's part: epoch e trains at lr_e), on batches
 augmented by `data.augment`, every DEQ at `forward_cap`, `tol` and gradient mode
 `backward`. The loss is the federated client's default loss (`default_loss_terms`: the
-task loss plus the Jacobian penalty of a DEQ built with `jac_reg_samples` > 0).
+task loss, the Jacobian penalty of a DEQ built with `jac_reg_samples` > 0, and fixed-point
+correction when `train.fixed_point_correction` > 0).
 
 Randomness is seeded by position only: the model's initial values by `seed`, epoch e's
 batch order by (seed, e), the augmentation and Jacobian-probe draws of step s of epoch e
@@ -211,9 +212,10 @@ def train_central(
             if augment is not None:
                 x = augment(x)
             probe = _generator(config.seed, epoch + 1, index, _PROBE_TAG)
-            with solver_budget(model, config.forward_cap, config.tol, backward, probe) as solves:
+            with solver_budget(model, config.forward_cap, config.tol, backward, probe,
+                               correction_points=options.active_correction_points) as solves:
                 logits = model(x)
-            loss, terms = total_loss(loss_terms, LossInputs(logits, y, params, {}, solves, None))
+            loss, terms = total_loss(loss_terms, LossInputs(logits, y, params, {}, solves, None, x))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -245,7 +247,8 @@ def _train_options(config: CentralConfig) -> TrainOptions:
     return TrainOptions(
         lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, batch_size=t.batch_size, proximal_mu=0.0,
         residual_samples=t.residual_samples, optimizer=t.optimizer, optimizer_options=dict(t.optimizer_options),
-        augment=config.data.augment,
+        augment=config.data.augment, fixed_point_correction=t.fixed_point_correction,
+        correction_points=t.correction_points,
     )
 
 
