@@ -28,7 +28,9 @@ def _rows(result):
 
 
 def test_central_learns_and_logs_iterations(tmp_path):
-    result = train_central(central_config(SETTINGS), tmp_path / "run")
+    seen = []
+    result = train_central(central_config(SETTINGS), tmp_path / "run", on_epoch=seen.append)
+    assert seen == result.rows
     assert result.steps == 20
     assert [r.epoch for r in result.rows] == [1, 2]
     assert result.final_accuracy > 0.5  # 10 classes: chance is 0.1

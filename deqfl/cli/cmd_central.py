@@ -96,14 +96,15 @@ def central_command(args: argparse.Namespace) -> int:
         if not args.json and (step % 50 == 0 or step == total):
             print(f"step {step}/{total}", flush=True)
 
-    result = train_central(config, out, resume=bool(args.resume), on_step=progress)
-    for row in result.rows:
+    def report(row) -> None:
         if args.json:
-            print(json.dumps(row.__dict__))
+            print(json.dumps(row.__dict__), flush=True)
         else:
             its = f"  iterations {row.train_iterations:.1f} / {row.test_iterations:.1f}" if row.test_iterations else ""
             print(f"epoch {row.epoch}: lr {row.lr:.3g}  train loss {row.train_loss:.4f}  "
-                  f"test accuracy {100 * row.test_accuracy:.2f}%{its}  ({row.seconds:.0f} s)")
+                  f"test accuracy {100 * row.test_accuracy:.2f}%{its}  ({row.seconds:.0f} s)", flush=True)
+
+    result = train_central(config, out, resume=bool(args.resume), on_step=progress, on_epoch=report)
     if not args.json:
-        print(f"results in {out}")
+        print(f"final test accuracy {100 * result.final_accuracy:.2f}% after {result.steps} steps; results in {out}")
     return 0

@@ -149,11 +149,13 @@ def train_central(
     *,
     resume: bool = False,
     on_step: Callable[[int, int], None] | None = None,
+    on_epoch: Callable[[EpochRow], None] | None = None,
 ) -> CentralResult:
     """Train `config` centrally into `out` (module docstring). `resume`: continue the run
     in `out` from its newest valid checkpoint (`config` must be the run's own: the
     checkpoint's config hash is checked). `on_step(step, total_steps)` is called after
-    every optimiser step (progress; an exception it raises stops the run as a crash would).
+    every optimiser step (progress; an exception it raises stops the run as a crash would),
+    `on_epoch(row)` with every row as it is logged.
     ConfigError before any work for a bad setting or an `out` that holds another run."""
     out = Path(out)
     if not resume and latest_checkpoint_round(out) is not None:
@@ -178,7 +180,7 @@ def train_central(
                           config.train.lr_warmup_rounds, config.train.lr_step_rounds, config.train.lr_step_factor)
     steps_per_epoch = math.ceil(rows / batch)
     total = steps_per_epoch * config.epochs
-    config_hash = json_digest(config.model_dump(mode="json"))
+    config_hash = json_digest(config.model_dump(mode="json", exclude_defaults=True))  # keys added later keep old hashes
 
     out.mkdir(parents=True, exist_ok=True)
     step, seconds = 0, 0.0
@@ -231,6 +233,8 @@ def train_central(
                 history.append(row)
                 with open(out / METRICS_FILE, "a") as fh:  # before the checkpoint: a crash in between redoes the epoch's end
                     fh.write(json.dumps(asdict(row)) + "\n")
+                if on_epoch is not None:
+                    on_epoch(row)
             if last:
                 epoch_stats = {"loss": [], "correct": [], "iterations": []}
             if last or (config.checkpoint_steps and step % config.checkpoint_steps == 0):
