@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,16 @@ from deqfl.experiments.reproduce.analysis import Stat, mb_to_target, rounds_to_t
 from deqfl.experiments.reproduce.suite import (  # noqa: E402
     E2_ALPHA,
     E3_FROM_E2,
+    FRONTIER_FAMILIES,
+    FRONTIER_WIDTHS,
     FUSION_PARAMETERS,
     FUSION_SWEEP,
     LEARNING_RATES,
     TARGETS,
+    width_label,
 )
 from deqfl.experiments.results import atomic_write_text, json_safe  # noqa: E402
+from deqfl.models.registry import model_options  # noqa: E402
 
 Group = dict[tuple, list[dict[str, Any]]]
 
@@ -339,9 +344,207 @@ def build_report(results: list[dict[str, Any]], out: Path, title: str, preamble:
         "Values are mean ± sample standard deviation over seeds; the `seeds` column says how many "
         "each row rests on.", "",
     ]
-    for section in (section_t0, section_t1, section_e1, section_e2, section_e3, section_e4):
+    for section in (section_t0, section_t1, section_e1, section_frontier, section_e2, section_e2b, section_e3,
+                    section_e4):
         lines += section(results, out)
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines))
     atomic_write_text(out / "results.json", json.dumps(json_safe(results), indent=1, allow_nan=False))
     return report
+
+
+def _width_of(run: dict[str, Any]) -> str:
+    """A frontier run's width label: its E1F group, or for an E1 run its model's default
+    width (the options E1F varies, at their defaults)."""
+    if run["experiment"] == "E1F":
+        return run["group"]
+    keys = FRONTIER_WIDTHS[run["method"]][0].keys()
+    defaults = model_options(run["summary"]["model"])()
+    return width_label({k: getattr(defaults, k) for k in keys})
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    """One width of one family on one data set, over its seeds."""
+
+    family: str
+    width: str
+    parameters: int | str
+    mb_per_round: float
+    final: Stat
+    to_target: Stat
+    rounds: Stat
+    seeds: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.family} {self.width}"
+
+
+def frontier_points(results: list[dict[str, Any]], dataset: str) -> list[FrontierPoint]:
+    """E1's and E1F's runs of the frontier families on `dataset`, one point per (family,
+    width), ordered by family and then by bytes per round."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        if r["dataset"] == dataset and r["experiment"] in ("E1", "E1F") and r["method"] in FRONTIER_FAMILIES:
+            groups[(r["method"], _width_of(r))].append(r)
+    target = TARGETS.get(dataset, 0.9)
+    points = [
+        FrontierPoint(
+            family, width, runs[0]["summary"].get("parameters", "n/a"),
+            stat([_round_mb(r) for r in runs]).mean or 0.0, _final(runs),
+            stat([mb_to_target(r["rounds"], target) for r in runs]),
+            stat([rounds_to_target(r["rounds"], target) for r in runs]), len(runs),
+        )
+        for (family, width), runs in groups.items()
+    ]
+    order = {f: i for i, f in enumerate(FRONTIER_FAMILIES)}
+    return sorted(points, key=lambda p: (order[p.family], p.mb_per_round))
+
+
+def _round_mb(run: dict[str, Any]) -> float | None:
+    """MB (up + down) of a run's first round."""
+    return (run["rounds"][0]["bytes_up"] + run["rounds"][0]["bytes_down"]) / 1e6 if run["rounds"] else None
+
+
+def deq_position(deq: FrontierPoint, explicit: list[FrontierPoint]) -> str:
+    """Where a DEQ point lies against the explicit models' points (means over seeds):
+    below the explicit frontier when an explicit model sends no more bytes per round and
+    ends more accurate; otherwise on or above it. Adds the smallest explicit model within
+    1 point below the DEQ (or above it), with the bytes ratio and MB to target."""
+    a = deq.final
+    if a.mean is None or not explicit:
+        return f"{deq.label}: no explicit point to compare with"
+    dominating = [e for e in explicit if e.mb_per_round <= deq.mb_per_round and (e.final.mean or 0) > a.mean]
+    if dominating:
+        best = max(dominating, key=lambda e: e.final.mean)
+        where = (f"below the explicit frontier: {best.label} sends x{best.mb_per_round / deq.mb_per_round:.2f} "
+                 f"the bytes per round and ends {100 * (best.final.mean - a.mean):+.2f} pt ({_spread_word(best.final, a)})")
+    else:
+        where = "on or above the explicit frontier: no explicit model with at most its bytes per round ends more accurate"
+    near = [e for e in explicit if e.final.mean is not None and e.final.mean >= a.mean - 0.01]
+    if near:
+        e = min(near, key=lambda e: e.mb_per_round)
+        where += (f"; the smallest explicit model at most 1 point below it is {e.label} "
+                  f"({100 * (a.mean - e.final.mean):+.2f} pt for the DEQ, {_spread_word(a, e.final)}; "
+                  f"DEQ bytes per round x{deq.mb_per_round / e.mb_per_round:.2f}")
+        if deq.to_target.mean is not None and e.to_target.mean is not None:
+            where += f", MB to target x{deq.to_target.mean / e.to_target.mean:.2f} ({_spread_word(deq.to_target, e.to_target)})"
+        where += ")"
+    else:
+        where += "; every explicit model ends more than 1 point below it"
+    return f"{deq.label} ({deq.mb_per_round:.3f} MB/round, {a.format(100)}%, {deq.seeds} seed(s)): {where}"
+
+
+def section_frontier(results: list[dict[str, Any]], out: Path) -> list[str]:
+    """E1 and E1F together: each family's accuracy against bytes per round and MB to the
+    target, one row per width, and where each DEQ width lies against the explicit points."""
+    datasets = sorted({r["dataset"] for r in results if r["experiment"] == "E1F"})
+    if not datasets:
+        return []
+    lines = ["## E1F frontiers (E1's protocol at three widths per family)", "",
+             "E1's row of each family plus E1F's two widths, at the family's learning rate (tuned "
+             "by T0 at E1's width only). The `seeds` column says how many seeds each point rests on.", ""]
+    for dataset in datasets:
+        points = frontier_points(results, dataset)
+        target = TARGETS.get(dataset, 0.9)
+        rows = [[p.family, p.width, f"{p.parameters}", f"{p.mb_per_round:.3f}", p.rounds.format(digits=1),
+                 p.to_target.format(digits=2), p.final.format(100), str(p.seeds)] for p in points]
+        lines += [f"### {dataset} (target {100 * target:.0f}%)", ""]
+        lines += _table(["family", "width", "parameters", "MB per round", "rounds to target", "MB to target",
+                         "final accuracy (%)", "seeds"], rows)
+        explicit = [p for p in points if p.family != "deq"]
+        lines += [f"- {deq_position(p, explicit)}" for p in points if p.family == "deq"] + [""]
+        plot = _plot_frontier(points, out / f"e1f_{dataset}_frontier.png", dataset)
+        lines += [f"![E1F {dataset} frontier]({plot.name})", ""]
+    return lines
+
+
+def _plot_frontier(points: list[FrontierPoint], path: Path, dataset: str) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for family in FRONTIER_FAMILIES:
+        mine = [p for p in points if p.family == family and p.final.mean is not None]
+        for ax, x in zip(axes, ("per round", "to target")):
+            shown = [(p.mb_per_round if x == "per round" else p.to_target.mean, p) for p in mine]
+            shown = sorted((v, p) for v, p in shown if v is not None)
+            if shown:
+                ax.errorbar([v for v, _ in shown], [100 * p.final.mean for _, p in shown],
+                            yerr=[100 * (p.final.std or 0) for _, p in shown], marker="o", capsize=3, label=family)
+    for ax, x in zip(axes, ("per round", "to target")):
+        ax.set(xscale="log", xlabel=f"MB {x} (log scale)", ylabel="final test accuracy (%)",
+               title=f"E1F {dataset}: accuracy against MB {x}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _tier_solves(rounds: list[dict[str, Any]], tier: str) -> tuple[float | None, float | None, float | None]:
+    """Over a run's rounds, a tier's fused clients: mean forward iterations per training
+    step, mean cap, and the share of client updates whose mean equals the cap (every solve
+    of every step stopped at the cap). Nones when the run recorded no solves for the tier."""
+    iterations, caps = [], []
+    for row in rounds:
+        solves = (row.get("tier_solves") or {}).get(tier)
+        if solves:
+            iterations += solves["iterations"]
+            caps += solves["caps"]
+    if not iterations:
+        return None, None, None
+    at_cap = sum(1 for i, c in zip(iterations, caps) if i >= c - 1e-9) / len(iterations)
+    return sum(iterations) / len(iterations), sum(caps) / len(caps), at_cap
+
+
+def section_e2b(results: list[dict[str, Any]], out: Path) -> list[str]:
+    """E2B: the mixed fleet where the weak cap truncates the looser cell's solves."""
+    groups = _group(results, "E2B", ("dataset", "group", "method"))
+    if not groups:
+        return []
+    lines = ["## E2B budgets that bind (looser DEQ cell; caps: strong 16, weak 4)", "",
+             "Forward iterations: each fused client's mean per training step, averaged over clients "
+             "and rounds, against the tier's cap. At the cap: the share of client updates whose mean "
+             "equals the cap, i.e. every solve of every local step stopped at the cap (a lower bound "
+             "on the share of capped solves).", ""]
+    tables: dict[str, list] = defaultdict(list)
+    finals: dict[str, dict[str, Stat]] = defaultdict(dict)
+    residuals: dict[str, list[dict[str, Any]]] = {}
+    for (dataset, fleet, method), runs in groups.items():
+        key = f"{method} ({fleet})"
+        tiers = sorted({t for r in runs for t in r["summary"].get("tier_accuracy", {})})
+        solves = []
+        for t in tiers:
+            per_run = [_tier_solves(r["rounds"], t) for r in runs]
+            mean_it, cap, at_cap = (stat([v[i] for v in per_run]) for i in range(3))
+            if mean_it.mean is not None:
+                solves.append(f"{t} {mean_it.format(digits=1)} of {cap.mean:g}, at the cap {at_cap.format(100, 0)}%")
+        finals[dataset][key] = _final(runs)
+        first = stat([r["rounds"][0].get("global_residual") for r in runs if r["rounds"]])
+        last = stat([r["summary"].get("global_residual") for r in runs])
+        tables[dataset].append([
+            method, fleet, finals[dataset][key].format(100),
+            ", ".join(f"{t} {stat([r['summary']['tier_accuracy'].get(t) for r in runs]).format(100)}" for t in tiers),
+            "; ".join(solves) or "n/a",
+            f"{first.format(digits=4)} → {last.format(digits=4)}" if last.mean is not None else "n/a",
+            stat([_weak_share(r["rounds"]) for r in runs]).format(100, 1), str(len(runs)),
+        ])
+        if last.mean is not None:
+            residuals[f"{dataset} {key}"] = runs[0]["rounds"]
+    for dataset, rows in tables.items():
+        lines += [f"### {dataset}", ""]
+        lines += _table(["method", "fleet", "final accuracy (%)", "accuracy at each tier's budget (%)",
+                         "forward iterations per step (mean of cap)", "global residual round 1 → final",
+                         "weak tier's fusion weight (%)", "seeds"], rows)
+        verdict = _verdict(finals[dataset], "final accuracy")
+        if verdict:
+            lines += [verdict, ""]
+        lines += _against("deq-quality (mixed)", finals[dataset])
+    if residuals:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, rounds in residuals.items():
+            ax.plot([r["round"] for r in rounds], [r["global_residual"] for r in rounds], marker="o", label=label)
+        ax.set(yscale="log", xlabel="round", ylabel="global relative residual",
+               title=f"E2B: global residual over rounds (seed {min(r['seed'] for r in results if r['experiment'] == 'E2B')})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        path = _save(fig, out / "e2b_residual.png")
+        lines += [f"![E2B global residual]({path.name})", ""]
+    return lines

@@ -317,11 +317,13 @@ def _options_override(options: dict[str, int | float | tuple[int, ...]]) -> str:
 def _e1f(dataset: str, seed: int, common: tuple[str, ...]) -> list[RunSpec]:
     if dataset not in FRONTIER_DATASETS:
         return []
+    # the narrower widths first, then the wider ones, the wider DEQ (the costliest run) last
+    order = [(family, 0) for family in FRONTIER_FAMILIES] + [(family, 1) for family in FRONTIER_FAMILIES[::-1]]
     return [
         RunSpec("E1F", family, dataset, seed, common + _model(MODELS[dataset][family]) + (
-            _options_override(options), "fleet.preset=homogeneous", "fusion.weighting=examples",
-        ), width_label(options))
-        for family in FRONTIER_FAMILIES for options in FRONTIER_WIDTHS[family]
+            _options_override(FRONTIER_WIDTHS[family][wider]), "fleet.preset=homogeneous", "fusion.weighting=examples",
+        ), width_label(FRONTIER_WIDTHS[family][wider]))
+        for family, wider in order
     ]
 
 
