@@ -285,12 +285,23 @@ def test_e2b_section_reports_capped_solves_per_tier_and_the_residual(tmp_path):
     text = build_report(stored, tmp_path / "out", "t").read_text()
     section = text.split("## E2B")[1]
     quality = next(line for line in section.splitlines() if line.startswith("| deq-quality"))
-    assert "strong 14.0 ± 0.0 of 16, at the cap 50 ± 0% ; weak 4.0 ± 0.0 of 4, at the cap 100 ± 0%".replace(" ;", ";") in quality
-    assert "0.1000 ± 0.0000 → 0.0250 ± 0.0000" in quality
+    # strong means 16 (every solve capped) and 12 (between 0 and 11/15 capped); every weak solve capped
+    assert ("strong: 14.0 of 16, capped 50-87% (last round 14.0 of 16, capped 50-87%); "
+            "weak: 4.0 of 4, capped 100-100% (last round 4.0 of 4, capped 100-100%)") in quality
+    assert "1.0e-01 ± 0.0e+00 → 2.5e-02 ± 0.0e+00" in quality
     heterofl = next(line for line in section.splitlines() if line.startswith("| cnn-heterofl"))
     assert "| n/a | n/a |" in heterofl  # no solves, no residual
     assert "- deq-quality (mixed) against cnn-heterofl (mixed): final accuracy +2.00 pt" in section
     assert (tmp_path / "out" / "e2b_residual.png").exists()
+
+
+def test_capped_share_bounds_follow_from_the_mean_iterations():
+    from deqfl.experiments.reproduce.report import capped_share_bounds  # noqa: PLC0415
+
+    assert capped_share_bounds(4.0, 4) == (1.0, 1.0)
+    assert capped_share_bounds(1.0, 16) == (0.0, 0.0)  # every solve converged at once
+    lo, hi = capped_share_bounds(3.5, 4)  # half at 4 and half at 3, or at most 5/6 at 4 and the rest at 1
+    assert lo == pytest.approx(0.5) and hi == pytest.approx(2.5 / 3)
 
 
 def test_suite_adds_frontier_widths_and_binding_budgets_without_touching_older_runs():

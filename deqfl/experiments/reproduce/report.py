@@ -21,6 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from deqfl.experiments.reproduce.analysis import Stat, mb_to_target, rounds_to_target, stat, within_spread  # noqa: E402
 from deqfl.experiments.reproduce.suite import (  # noqa: E402
     E2_ALPHA,
+    E2B_CAPS,
+    E2B_MAX_NORM,
     E3_FROM_E2,
     FRONTIER_FAMILIES,
     FRONTIER_WIDTHS,
@@ -478,20 +480,49 @@ def _plot_frontier(points: list[FrontierPoint], path: Path, dataset: str) -> Pat
     return _save(fig, path)
 
 
-def _tier_solves(rounds: list[dict[str, Any]], tier: str) -> tuple[float | None, float | None, float | None]:
-    """Over a run's rounds, a tier's fused clients: mean forward iterations per training
-    step, mean cap, and the share of client updates whose mean equals the cap (every solve
-    of every step stopped at the cap). Nones when the run recorded no solves for the tier."""
-    iterations, caps = [], []
+def capped_share_bounds(iterations: float, cap: float) -> tuple[float, float]:
+    """Bounds on the share p of a client's solves that stopped at the cap, from its mean
+    iterations m per solve: a solve that converged took between 1 and cap - 1 iterations,
+    so m <= p * cap + (1 - p) * (cap - 1) and m >= p * cap + (1 - p), i.e.
+    max(0, 1 - (cap - m)) <= p <= (m - 1) / (cap - 1)."""
+    if cap <= 1:
+        return 1.0, 1.0
+    return max(0.0, 1.0 - (cap - iterations)), min(1.0, max(0.0, (iterations - 1) / (cap - 1)))
+
+
+def tier_solves(rounds: list[dict[str, Any]], tier: str) -> tuple[float, float, float, float] | None:
+    """A tier's fused clients over `rounds`: mean forward iterations per training step, mean
+    cap, and the mean lower and upper bounds on the share of capped solves
+    (`capped_share_bounds` per client update); None when no solves were recorded."""
+    pairs = []
     for row in rounds:
         solves = (row.get("tier_solves") or {}).get(tier)
         if solves:
-            iterations += solves["iterations"]
-            caps += solves["caps"]
-    if not iterations:
-        return None, None, None
-    at_cap = sum(1 for i, c in zip(iterations, caps) if i >= c - 1e-9) / len(iterations)
-    return sum(iterations) / len(iterations), sum(caps) / len(caps), at_cap
+            pairs += zip(solves["iterations"], solves["caps"])
+    if not pairs:
+        return None
+    bounds = [capped_share_bounds(i, c) for i, c in pairs]
+    n = len(pairs)
+    return (sum(i for i, _ in pairs) / n, sum(c for _, c in pairs) / n,
+            sum(lo for lo, _ in bounds) / n, sum(hi for _, hi in bounds) / n)
+
+
+def _solves_text(runs: list[dict[str, Any]], tier: str, last: bool) -> str | None:
+    """"iterations of cap, capped lo-hi%" for a tier over all rounds or the last round only,
+    means over the runs (seeds)."""
+    per_run = [tier_solves(r["rounds"][-1:] if last else r["rounds"], tier) for r in runs]
+    per_run = [v for v in per_run if v is not None]
+    if not per_run:
+        return None
+    it, cap, lo, hi = (sum(v[i] for v in per_run) / len(per_run) for i in range(4))
+    return f"{it:.1f} of {cap:g}, capped {100 * lo:.0f}-{100 * hi:.0f}%"
+
+
+def _sci(s: Stat) -> str:
+    """A small mean (± std over seeds) in scientific notation."""
+    if s.mean is None:
+        return "n/a"
+    return f"{s.mean:.1e}" + (f" ± {s.std:.1e}" if s.n > 1 else "")
 
 
 def section_e2b(results: list[dict[str, Any]], out: Path) -> list[str]:
@@ -499,23 +530,21 @@ def section_e2b(results: list[dict[str, Any]], out: Path) -> list[str]:
     groups = _group(results, "E2B", ("dataset", "group", "method"))
     if not groups:
         return []
-    lines = ["## E2B budgets that bind (looser DEQ cell; caps: strong 16, weak 4)", "",
-             "Forward iterations: each fused client's mean per training step, averaged over clients "
-             "and rounds, against the tier's cap. At the cap: the share of client updates whose mean "
-             "equals the cap, i.e. every solve of every local step stopped at the cap (a lower bound "
-             "on the share of capped solves).", ""]
+    lines = [f"## E2B budgets that bind (DEQ cell max_norm {E2B_MAX_NORM:g}; caps: strong {E2B_CAPS[0]}, "
+             f"weak {E2B_CAPS[1]})", "",
+             "Forward solves per tier: each fused client's mean forward iterations per training step, "
+             "averaged over clients and rounds (and in the last round alone), against the tier's cap; "
+             "capped lo-hi%: bounds on the share of training solves that stopped at the cap, from each "
+             "client's mean m (a converged solve takes 1 to cap - 1 iterations, so the share lies in "
+             "[1 - (cap - m), (m - 1) / (cap - 1)]); means over seeds.", ""]
     tables: dict[str, list] = defaultdict(list)
     finals: dict[str, dict[str, Stat]] = defaultdict(dict)
     residuals: dict[str, list[dict[str, Any]]] = {}
     for (dataset, fleet, method), runs in groups.items():
         key = f"{method} ({fleet})"
         tiers = sorted({t for r in runs for t in r["summary"].get("tier_accuracy", {})})
-        solves = []
-        for t in tiers:
-            per_run = [_tier_solves(r["rounds"], t) for r in runs]
-            mean_it, cap, at_cap = (stat([v[i] for v in per_run]) for i in range(3))
-            if mean_it.mean is not None:
-                solves.append(f"{t} {mean_it.format(digits=1)} of {cap.mean:g}, at the cap {at_cap.format(100, 0)}%")
+        solves = [f"{t}: {_solves_text(runs, t, False)} (last round {_solves_text(runs, t, True)})"
+                  for t in tiers if _solves_text(runs, t, False) is not None]
         finals[dataset][key] = _final(runs)
         first = stat([r["rounds"][0].get("global_residual") for r in runs if r["rounds"]])
         last = stat([r["summary"].get("global_residual") for r in runs])
@@ -523,7 +552,7 @@ def section_e2b(results: list[dict[str, Any]], out: Path) -> list[str]:
             method, fleet, finals[dataset][key].format(100),
             ", ".join(f"{t} {stat([r['summary']['tier_accuracy'].get(t) for r in runs]).format(100)}" for t in tiers),
             "; ".join(solves) or "n/a",
-            f"{first.format(digits=4)} → {last.format(digits=4)}" if last.mean is not None else "n/a",
+            f"{_sci(first)} → {_sci(last)}" if last.mean is not None else "n/a",
             stat([_weak_share(r["rounds"]) for r in runs]).format(100, 1), str(len(runs)),
         ])
         if last.mean is not None:
@@ -531,7 +560,7 @@ def section_e2b(results: list[dict[str, Any]], out: Path) -> list[str]:
     for dataset, rows in tables.items():
         lines += [f"### {dataset}", ""]
         lines += _table(["method", "fleet", "final accuracy (%)", "accuracy at each tier's budget (%)",
-                         "forward iterations per step (mean of cap)", "global residual round 1 → final",
+                         "forward solves per tier (all rounds; last round)", "global residual round 1 → final",
                          "weak tier's fusion weight (%)", "seeds"], rows)
         verdict = _verdict(finals[dataset], "final accuracy")
         if verdict:
