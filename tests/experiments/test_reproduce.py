@@ -266,7 +266,7 @@ def test_frontier_dominated_deq_is_said_to_lie_below():
 def test_e2b_section_reports_capped_solves_per_tier_and_the_residual(tmp_path):
     store = tmp_path / "store"
     for method, fleet, final in (("deq-quality", "mixed", 0.86), ("deq-fedavg", "mixed", 0.85),
-                                 ("cnn-heterofl", "mixed", 0.84)):
+                                 ("cnn-heterofl", "mixed", 0.84), ("deq-fedavg", "all-strong", 0.87)):
         for seed in (0, 1):
             spec, summary, rounds = _fake(RunSpec("E2B", method, "fashion-mnist", seed, (method,), fleet), final)
             deq = method.startswith("deq")
@@ -276,6 +276,9 @@ def test_e2b_section_reports_capped_solves_per_tier_and_the_residual(tmp_path):
                     row["clients"] = ([{"tier": "strong", "weight": 0.15, "forward_cap": 16, "iterations": it}
                                        for it in (16.0, 12.0)] +
                                       [{"tier": "weak", "weight": 0.2, "forward_cap": 4, "iterations": 4.0}] * 2)
+            if fleet == "all-strong":
+                for row in rounds:
+                    row["clients"] = [c for c in row["clients"] if c["tier"] == "strong"]
             save_result(store, spec, dict(summary, global_residual=0.025 if deq else None), rounds)
     stored = load_results(store)
     deq_round = next(r for r in stored if r["method"] == "deq-quality")["rounds"][0]
@@ -292,6 +295,8 @@ def test_e2b_section_reports_capped_solves_per_tier_and_the_residual(tmp_path):
     heterofl = next(line for line in section.splitlines() if line.startswith("| cnn-heterofl"))
     assert "| n/a | n/a |" in heterofl  # no solves, no residual
     assert "- deq-quality (mixed) against cnn-heterofl (mixed): final accuracy +2.00 pt" in section
+    strong = next(line for line in section.splitlines() if line.startswith("| deq-fedavg | all-strong"))
+    assert strong.endswith("| n/a | 2 |")  # no weak tier: no weak share
     assert (tmp_path / "out" / "e2b_residual.png").exists()
 
 

@@ -553,7 +553,7 @@ def section_e2b(results: list[dict[str, Any]], out: Path) -> list[str]:
             ", ".join(f"{t} {stat([r['summary']['tier_accuracy'].get(t) for r in runs]).format(100)}" for t in tiers),
             "; ".join(solves) or "n/a",
             f"{_sci(first)} → {_sci(last)}" if last.mean is not None else "n/a",
-            stat([_weak_share(r["rounds"]) for r in runs]).format(100, 1), str(len(runs)),
+            stat([w for w in (_weak_share(r["rounds"]) for r in runs) if w is not None]).format(100, 1), str(len(runs)),
         ])
         if last.mean is not None:
             residuals[f"{dataset} {key}"] = runs[0]["rounds"]
