@@ -412,18 +412,27 @@ def _round_mb(run: dict[str, Any]) -> float | None:
 def deq_position(deq: FrontierPoint, explicit: list[FrontierPoint]) -> str:
     """Where a DEQ point lies against the explicit models' points (means over seeds):
     below the explicit frontier when an explicit model sends no more bytes per round and
-    ends more accurate; otherwise on or above it. Adds the smallest explicit model within
+    ends more accurate; above it when every such model ends less accurate; beside it when
+    no explicit model is as small (then against the smallest). Adds the smallest explicit model within
     1 point below the DEQ (or above it), with the bytes ratio and MB to target."""
     a = deq.final
     if a.mean is None or not explicit:
         return f"{deq.label}: no explicit point to compare with"
-    dominating = [e for e in explicit if e.mb_per_round <= deq.mb_per_round and (e.final.mean or 0) > a.mean]
+    cheaper = [e for e in explicit if e.mb_per_round <= deq.mb_per_round and e.final.mean is not None]
+    dominating = [e for e in cheaper if e.final.mean > a.mean]
     if dominating:
         best = max(dominating, key=lambda e: e.final.mean)
         where = (f"below the explicit frontier: {best.label} sends x{best.mb_per_round / deq.mb_per_round:.2f} "
                  f"the bytes per round and ends {100 * (best.final.mean - a.mean):+.2f} pt ({_spread_word(best.final, a)})")
+    elif cheaper:
+        where = "above the explicit frontier: every explicit model with at most its bytes per round ends less accurate"
     else:
-        where = "on or above the explicit frontier: no explicit model with at most its bytes per round ends more accurate"
+        smallest = min(explicit, key=lambda e: e.mb_per_round)
+        where = (f"smaller than every explicit model, so not on their frontier's range: the smallest, "
+                 f"{smallest.label}, sends x{smallest.mb_per_round / deq.mb_per_round:.2f} its bytes per round")
+        if smallest.final.mean is not None:
+            where += (f" and ends {100 * (smallest.final.mean - a.mean):+.2f} pt "
+                      f"({_spread_word(smallest.final, a)})")
     near = [e for e in explicit if e.final.mean is not None and e.final.mean >= a.mean - 0.01]
     if near:
         e = min(near, key=lambda e: e.mb_per_round)
