@@ -482,8 +482,9 @@ def _plot_frontier(points: list[FrontierPoint], path: Path, dataset: str) -> Pat
                 ax.errorbar([v for v, _ in shown], [100 * p.final.mean for _, p in shown],
                             yerr=[100 * (p.final.std or 0) for _, p in shown], marker="o", capsize=3, label=family)
     for ax, x in zip(axes, ("per round", "to target")):
-        ax.set(xscale="log", xlabel=f"MB {x} (log scale)", ylabel="final test accuracy (%)",
+        ax.set(xscale="log", xlabel=f"MB {x} (log scale)", ylabel="final test accuracy (%, mean ± std over seeds)",
                title=f"E1F {dataset}: accuracy against MB {x}")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # label the decades only
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return _save(fig, path)
