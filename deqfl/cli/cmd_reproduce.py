@@ -20,9 +20,17 @@ def register(subparsers) -> None:
     scale.add_argument("--quick", action="store_true", help="smoke test of the pipeline (default; not evidence)")
     scale.add_argument("--full", action="store_true", help="the real suite: MNIST + Fashion-MNIST, 3 seeds (tens of hours)")
     parser.add_argument(
-        "--only", default="T0,T1,E1,E2,E3,E4",
+        "--only", default="T0,T1,E1,E2,E3,E4,E1F,E2B",
         help="comma-separated experiments, e.g. E1,E3 (the sweeps T0, learning rates, and T1, "
-        "fusion parameters, run in --full only)",
+        "fusion parameters, run in --full only; E1F: E1 at more widths, E2B: E2 where budgets bind)",
+    )
+    parser.add_argument(
+        "--datasets", default=None, metavar="NAMES",
+        help="comma-separated data sets to keep, e.g. fashion-mnist (default: all of the scale's)",
+    )
+    parser.add_argument(
+        "--seeds", default=None, metavar="SEEDS",
+        help="comma-separated seeds to keep, e.g. 0 (default: all of the scale's; the sweeps keep their own seed)",
     )
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/reproduce-quick|full)")
     parser.add_argument(
@@ -52,7 +60,7 @@ def reproduce_command(args: argparse.Namespace) -> int:
     from deqfl.experiments.reproduce.report import build_report  # noqa: PLC0415
     from deqfl.experiments.reproduce.runner import run_suite  # noqa: PLC0415
     from deqfl.experiments.reproduce.store import load_results  # noqa: PLC0415
-    from deqfl.experiments.reproduce.suite import EXPERIMENTS, FULL, QUICK, build_suite  # noqa: PLC0415
+    from deqfl.experiments.reproduce.suite import EXPERIMENTS, FULL, QUICK, build_suite, select  # noqa: PLC0415
 
     mode = "full" if args.full else "quick"
     only = tuple(e.strip().upper() for e in args.only.split(",") if e.strip())
@@ -72,7 +80,8 @@ def reproduce_command(args: argparse.Namespace) -> int:
     with_cifar = args.with_cifar or args.cifar_only
     if args.gpu and not with_cifar:
         raise ConfigError("--gpu sizes the CIFAR-10 protocol: add --with-cifar or --cifar-only")
-    specs = build_suite(FULL if mode == "full" else QUICK, only, with_cifar=with_cifar, gpu=args.gpu)
+    specs = select(build_suite(FULL if mode == "full" else QUICK, only, with_cifar=with_cifar, gpu=args.gpu),
+                   args.datasets, args.seeds)
     if args.cifar_only:
         specs = [s for s in specs if s.dataset == "cifar10"]
     missing = sorted({s.dataset for s in specs if s.dataset in ("fashion-mnist", "cifar10")} - set(data_dirs))

@@ -54,7 +54,7 @@ def test_mean_std_over_seeds_and_spread_rule():
 def test_suite_is_well_formed():
     quick = build_suite(QUICK)
     assert {s.dataset for s in quick} == {"mnist"} and {s.seed for s in quick} == {0}
-    assert {s.experiment for s in quick} == {"E1", "E2", "E3"}
+    assert {s.experiment for s in quick} == {"E1", "E2", "E3", "E1F"}  # E2B runs on Fashion-MNIST only
     ids = [s.run_id for s in quick]
     assert len(ids) == len(set(ids))
     full = build_suite(FULL, only=("E1",))
@@ -68,7 +68,8 @@ def test_suite_is_well_formed():
 def test_full_suite_sweeps_first_then_runs_whole_experiments_with_the_chosen_rates():
     full = build_suite(FULL)
     tables = [(s.experiment, s.dataset) for s in full]
-    assert tables == sorted(tables, key=lambda t: (t[0] not in ("T0", "T1"), t[0] == "E3"))  # sweeps, E1/E2, E3
+    phase = {"T0": 0, "T1": 0, "E1": 1, "E2": 1, "E3": 2, "E2B": 3, "E1F": 3}
+    assert tables == sorted(tables, key=lambda t: phase[t[0]])  # sweeps, E1/E2, E3, E2B/E1F
     starts = {t: tables.index(t) for t in dict.fromkeys(tables)}
     assert starts[("E1", "fashion-mnist")] > starts[("E2", "mnist")]  # a data set's headline tables together
     for table, first in starts.items():  # every seed of a table before the next table
@@ -210,3 +211,151 @@ def test_deq_against_each_baseline_states_difference_ratio_and_spread():
     assert _against("deq", finals)[0] == "- deq against cnn: final accuracy -0.60 pt (outside the spread)"
     single = _against("deq", {"deq": Stat(0.98, 0.0, 1), "cnn": Stat(0.99, 0.0, 1)})
     assert single == ["- deq against cnn: final accuracy -1.00 pt (one seed: no spread known)", ""]
+
+
+def _fake_frontier(spec: RunSpec, model: str, final: float, mb: float):
+    """A frontier run whose rounds each send `mb` MB and reach `final` in round 3."""
+    spec, summary, rounds = _fake(spec, final)
+    rounds = [dict(r, bytes_up=mb * 1e6 / 2, bytes_down=mb * 1e6 / 2, accuracy=final if r["round"] >= 3 else 0.5)
+              for r in rounds]
+    return spec, dict(summary, model=model), rounds
+
+
+def test_frontier_section_places_each_deq_width_against_the_explicit_points(tmp_path):
+    store = tmp_path / "store"
+    points = [  # (experiment, family, group, model, final accuracy, MB per round)
+        ("E1", "deq", "", "deq-mnist", 0.85, 0.6), ("E1F", "deq", "channels=8", "deq-mnist", 0.80, 0.2),
+        ("E1F", "deq", "channels=32", "deq-mnist", 0.90, 2.0),
+        ("E1", "cnn", "", "cnn-small", 0.88, 1.6), ("E1F", "cnn", "widths=8-16", "cnn-small", 0.855, 0.7),
+        ("E1F", "cnn", "widths=32-64", "cnn-small", 0.89, 4.0),
+        ("E1", "resnet", "", "resnet-small", 0.87, 2.0), ("E1", "unrolled", "", "unrolled-mnist", 0.99, 6.0),
+    ]
+    for experiment, family, group, model, final, mb in points:
+        save_result(store, *_fake_frontier(RunSpec(experiment, family, "fashion-mnist", 0, (group,), group),
+                                           model, final, mb))
+    text = build_report(load_results(store), tmp_path / "out", "t").read_text()
+    section = text.split("## E1F frontiers")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| deq") or line.startswith("| cnn")]
+    assert [r.split(" | ")[1] for r in rows] == ["channels=8", "channels=16", "channels=32",
+                                                 "widths=8-16", "widths=16-32", "widths=32-64"]  # E1's width named
+    assert "| 0.600 | 3.0 | 1.80 | 85.00 | 1 |" in rows[1]  # MB per round, rounds and MB to target
+    assert "unrolled" not in section
+    lines = {line.split(" (")[0]: line for line in section.splitlines() if line.startswith("- deq")}
+    # 16 channels: the 0.7 MB CNN is within 1 point (0.5 pt better) but sends more; no explicit model is as small
+    assert "smaller than every explicit model" in lines["- deq channels=16"]
+    assert "the smallest, cnn widths=8-16, sends x1.17 its bytes per round and ends +0.50 pt" in lines["- deq channels=16"]
+    assert "smallest explicit model at most 1 point below it is cnn widths=8-16 (-0.50 pt for the DEQ" in lines["- deq channels=16"]
+    assert "x0.86" in lines["- deq channels=16"]  # 0.6 / 0.7 MB per round
+    # 32 channels at 2.0 MB: the 1.6 MB CNN sends less but is less accurate, so not below
+    assert "above the explicit frontier: every explicit model with at most" in lines["- deq channels=32"]
+    assert "is cnn widths=32-64" in lines["- deq channels=32"]
+    assert "at most 1 point below it is cnn widths=8-16 (-5.50 pt" in lines["- deq channels=8"]
+    assert "x0.29" in lines["- deq channels=8"]
+    assert (tmp_path / "out" / "e1f_fashion-mnist_frontier.png").stat().st_size > 1000
+
+
+def test_frontier_dominated_deq_is_said_to_lie_below():
+    from deqfl.experiments.reproduce.report import FrontierPoint, deq_position  # noqa: PLC0415
+
+    def point(family, mb, final):
+        return FrontierPoint(family, "w", 1, mb, stat([final]), stat([mb * 3]), stat([3]), 1)
+
+    text = deq_position(point("deq", 0.6, 0.84), [point("cnn", 0.5, 0.88)])
+    assert "below the explicit frontier: cnn w sends x0.83 the bytes per round and ends +4.00 pt" in text
+    assert "one seed" in text
+
+
+def test_e2b_section_reports_capped_solves_per_tier_and_the_residual(tmp_path):
+    store = tmp_path / "store"
+    for method, fleet, final in (("deq-quality", "mixed", 0.86), ("deq-fedavg", "mixed", 0.85),
+                                 ("cnn-heterofl", "mixed", 0.84), ("deq-fedavg", "all-strong", 0.87)):
+        for seed in (0, 1):
+            spec, summary, rounds = _fake(RunSpec("E2B", method, "fashion-mnist", seed, (method,), fleet), final)
+            deq = method.startswith("deq")
+            for i, row in enumerate(rounds):
+                row["global_residual"] = 0.1 / (i + 1) if deq else None
+                if deq:  # 2 of the 4 strong updates stopped at the cap (mean = cap), every weak one
+                    row["clients"] = ([{"tier": "strong", "weight": 0.15, "forward_cap": 16, "iterations": it}
+                                       for it in (16.0, 12.0)] +
+                                      [{"tier": "weak", "weight": 0.2, "forward_cap": 4, "iterations": 4.0}] * 2)
+            if fleet == "all-strong":
+                for row in rounds:
+                    row["clients"] = [c for c in row["clients"] if c["tier"] == "strong"]
+            save_result(store, spec, dict(summary, global_residual=0.025 if deq else None), rounds)
+    stored = load_results(store)
+    deq_round = next(r for r in stored if r["method"] == "deq-quality")["rounds"][0]
+    assert deq_round["tier_solves"] == {"strong": {"caps": [16, 16], "iterations": [16.0, 12.0]},
+                                        "weak": {"caps": [4, 4], "iterations": [4.0, 4.0]}}
+    assert "tier_solves" not in next(r for r in stored if r["method"] == "cnn-heterofl")["rounds"][0]
+    text = build_report(stored, tmp_path / "out", "t").read_text()
+    section = text.split("## E2B")[1]
+    quality = next(line for line in section.splitlines() if line.startswith("| deq-quality"))
+    # strong means 16 (every solve capped) and 12 (between 0 and 11/15 capped); every weak solve capped
+    assert ("strong: 14.0 of 16, capped 50-87% (last round 14.0 of 16, capped 50-87%); "
+            "weak: 4.0 of 4, capped 100-100% (last round 4.0 of 4, capped 100-100%)") in quality
+    assert "1.0e-01 ± 0.0e+00 → 2.5e-02 ± 0.0e+00" in quality
+    heterofl = next(line for line in section.splitlines() if line.startswith("| cnn-heterofl"))
+    assert "| n/a | n/a |" in heterofl  # no solves, no residual
+    assert "- deq-quality (mixed) against cnn-heterofl (mixed): final accuracy +2.00 pt" in section
+    strong = next(line for line in section.splitlines() if line.startswith("| deq-fedavg | all-strong"))
+    assert strong.endswith("| n/a | 2 |")  # no weak tier: no weak share
+    assert (tmp_path / "out" / "e2b_residual.png").exists()
+
+
+def test_capped_share_bounds_follow_from_the_mean_iterations():
+    from deqfl.experiments.reproduce.report import capped_share_bounds  # noqa: PLC0415
+
+    assert capped_share_bounds(4.0, 4) == (1.0, 1.0)
+    assert capped_share_bounds(1.0, 16) == (0.0, 0.0)  # every solve converged at once
+    lo, hi = capped_share_bounds(3.5, 4)  # half at 4 and half at 3, or at most 5/6 at 4 and the rest at 1
+    assert lo == pytest.approx(0.5) and hi == pytest.approx(2.5 / 3)
+
+
+def test_suite_adds_frontier_widths_and_binding_budgets_without_touching_older_runs():
+    from deqfl.experiments.reproduce.suite import (  # noqa: PLC0415
+        E2B_CAPS, E2B_MAX_NORM, FRONTIER_FAMILIES, FRONTIER_WIDTHS, MODELS,
+    )
+    from deqfl.models.registry import build_model  # noqa: PLC0415
+
+    full = build_suite(FULL)
+    older = build_suite(FULL, only=("T0", "T1", "E1", "E2", "E3", "E4"))
+    assert full[:len(older)] == older  # the new experiments come after, the older ids are unchanged
+    frontier = [s for s in full if s.experiment == "E1F" and s.seed == 0 and s.dataset == "mnist"]
+    assert len(frontier) == 2 * len(FRONTIER_FAMILIES)
+    for family in FRONTIER_FAMILIES:
+        model = MODELS["mnist"][family]
+        sizes = [sum(p.numel() for p in build_model(model, (1, 28, 28), 10, **options).parameters())
+                 for options in FRONTIER_WIDTHS[family]]
+        e1_size = sum(p.numel() for p in build_model(model, (1, 28, 28), 10).parameters())
+        assert sizes[0] < e1_size < sizes[1]  # a narrower and a wider point around E1's
+    for spec in frontier:
+        assert load_config(None, list(spec.overrides)).model.options  # the width reaches the model
+    binding = [s for s in full if s.experiment == "E2B"]
+    assert {s.dataset for s in binding} == {"fashion-mnist"} and {s.seed for s in binding} == {0, 1, 2}
+    assert E2B_CAPS[1] * 4 == E2B_CAPS[0]
+    mixed = load_config(None, list(next(s for s in binding if s.method == "deq-quality").overrides))
+    assert mixed.model.options == {"max_norm": E2B_MAX_NORM} and mixed.fusion.weighting == "quality"
+    assert sorted(t.forward_cap for t in mixed.fleet.tiers) == [E2B_CAPS[1], E2B_CAPS[0]]
+    drop = load_config(None, list(next(s for s in binding if s.method == "deq-drop-weak").overrides))
+    assert drop.sampling.min_forward_cap == E2B_CAPS[0]
+    heterofl = load_config(None, list(next(s for s in binding if s.method == "cnn-heterofl").overrides))
+    assert heterofl.fusion.aggregator == "heterofl" and min(t.width for t in heterofl.fleet.tiers) == 0.5
+
+
+def test_select_keeps_the_chosen_data_sets_and_seeds(tmp_path, capsys):
+    from deqfl.errors import ConfigError  # noqa: PLC0415
+    from deqfl.experiments.reproduce.suite import select  # noqa: PLC0415
+
+    full = build_suite(FULL)
+    chosen = select(full, "fashion-mnist", "0")
+    assert chosen and {s.seed for s in chosen if s.experiment not in ("T0", "T1")} == {0}
+    assert {s.dataset for s in chosen} == {"fashion-mnist"}  # the sweeps run on MNIST: dropped
+    assert {s.experiment for s in select(full, None, "1")} >= {"T0", "T1"}  # the sweeps keep their seed
+    for bad in (("cifar10", None), (None, "7"), (None, "x")):
+        with pytest.raises(ConfigError):
+            select(full, *bad)
+    assert main(["reproduce", "--full", "--report-only", "--only", "E2B", "--seeds", "9",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "--seeds" in capsys.readouterr().err
+    assert main(["reproduce", "--full", "--report-only", "--only", "E1F", "--datasets", "mnist", "--seeds", "0",
+                 "--store", str(tmp_path / "s"), "--out", str(tmp_path / "o")]) == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 from deqfl.experiments.reproduce.analysis import Stat, mb_to_target, rounds_to_target, stat, within_spread  # noqa: E402
 from deqfl.experiments.reproduce.suite import (  # noqa: E402
     E2_ALPHA,
+    E2B_CAPS,
+    E2B_MAX_NORM,
     E3_FROM_E2,
+    FRONTIER_FAMILIES,
+    FRONTIER_WIDTHS,
     FUSION_PARAMETERS,
     FUSION_SWEEP,
     LEARNING_RATES,
     TARGETS,
+    width_label,
 )
 from deqfl.experiments.results import atomic_write_text, json_safe  # noqa: E402
+from deqfl.models.registry import model_options  # noqa: E402
 
 Group = dict[tuple, list[dict[str, Any]]]
 
@@ -339,9 +346,244 @@ def build_report(results: list[dict[str, Any]], out: Path, title: str, preamble:
         "Values are mean ± sample standard deviation over seeds; the `seeds` column says how many "
         "each row rests on.", "",
     ]
-    for section in (section_t0, section_t1, section_e1, section_e2, section_e3, section_e4):
+    for section in (section_t0, section_t1, section_e1, section_frontier, section_e2, section_e2b, section_e3,
+                    section_e4):
         lines += section(results, out)
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines))
     atomic_write_text(out / "results.json", json.dumps(json_safe(results), indent=1, allow_nan=False))
     return report
+
+
+def _width_of(run: dict[str, Any]) -> str:
+    """A frontier run's width label: its E1F group, or for an E1 run its model's default
+    width (the options E1F varies, at their defaults)."""
+    if run["experiment"] == "E1F":
+        return run["group"]
+    keys = FRONTIER_WIDTHS[run["method"]][0].keys()
+    defaults = model_options(run["summary"]["model"])()
+    return width_label({k: getattr(defaults, k) for k in keys})
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    """One width of one family on one data set, over its seeds."""
+
+    family: str
+    width: str
+    parameters: int | str
+    mb_per_round: float
+    final: Stat
+    to_target: Stat
+    rounds: Stat
+    seeds: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.family} {self.width}"
+
+
+def frontier_points(results: list[dict[str, Any]], dataset: str) -> list[FrontierPoint]:
+    """E1's and E1F's runs of the frontier families on `dataset`, one point per (family,
+    width), ordered by family and then by bytes per round."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        if r["dataset"] == dataset and r["experiment"] in ("E1", "E1F") and r["method"] in FRONTIER_FAMILIES:
+            groups[(r["method"], _width_of(r))].append(r)
+    target = TARGETS.get(dataset, 0.9)
+    points = [
+        FrontierPoint(
+            family, width, runs[0]["summary"].get("parameters", "n/a"),
+            stat([_round_mb(r) for r in runs]).mean or 0.0, _final(runs),
+            stat([mb_to_target(r["rounds"], target) for r in runs]),
+            stat([rounds_to_target(r["rounds"], target) for r in runs]), len(runs),
+        )
+        for (family, width), runs in groups.items()
+    ]
+    order = {f: i for i, f in enumerate(FRONTIER_FAMILIES)}
+    return sorted(points, key=lambda p: (order[p.family], p.mb_per_round))
+
+
+def _round_mb(run: dict[str, Any]) -> float | None:
+    """MB (up + down) of a run's first round."""
+    return (run["rounds"][0]["bytes_up"] + run["rounds"][0]["bytes_down"]) / 1e6 if run["rounds"] else None
+
+
+def deq_position(deq: FrontierPoint, explicit: list[FrontierPoint]) -> str:
+    """Where a DEQ point lies against the explicit models' points (means over seeds):
+    below the explicit frontier when an explicit model sends no more bytes per round and
+    ends more accurate; above it when every such model ends less accurate; beside it when
+    no explicit model is as small (then against the smallest). Adds the smallest explicit model within
+    1 point below the DEQ (or above it), with the bytes ratio and MB to target."""
+    a = deq.final
+    if a.mean is None or not explicit:
+        return f"{deq.label}: no explicit point to compare with"
+    cheaper = [e for e in explicit if e.mb_per_round <= deq.mb_per_round and e.final.mean is not None]
+    dominating = [e for e in cheaper if e.final.mean > a.mean]
+    if dominating:
+        best = max(dominating, key=lambda e: e.final.mean)
+        where = (f"below the explicit frontier: {best.label} sends x{best.mb_per_round / deq.mb_per_round:.2f} "
+                 f"the bytes per round and ends {100 * (best.final.mean - a.mean):+.2f} pt ({_spread_word(best.final, a)})")
+    elif cheaper:
+        where = "above the explicit frontier: every explicit model with at most its bytes per round ends less accurate"
+    else:
+        smallest = min(explicit, key=lambda e: e.mb_per_round)
+        where = (f"smaller than every explicit model, so not on their frontier's range: the smallest, "
+                 f"{smallest.label}, sends x{smallest.mb_per_round / deq.mb_per_round:.2f} its bytes per round")
+        if smallest.final.mean is not None:
+            where += (f" and ends {100 * (smallest.final.mean - a.mean):+.2f} pt "
+                      f"({_spread_word(smallest.final, a)})")
+    near = [e for e in explicit if e.final.mean is not None and e.final.mean >= a.mean - 0.01]
+    if near:
+        e = min(near, key=lambda e: e.mb_per_round)
+        where += (f"; the smallest explicit model at most 1 point below it is {e.label} "
+                  f"({100 * (a.mean - e.final.mean):+.2f} pt for the DEQ, {_spread_word(a, e.final)}; "
+                  f"DEQ bytes per round x{deq.mb_per_round / e.mb_per_round:.2f}")
+        if deq.to_target.mean is not None and e.to_target.mean is not None:
+            where += f", MB to target x{deq.to_target.mean / e.to_target.mean:.2f} ({_spread_word(deq.to_target, e.to_target)})"
+        where += ")"
+    else:
+        where += "; every explicit model ends more than 1 point below it"
+    return f"{deq.label} ({deq.mb_per_round:.3f} MB/round, {a.format(100)}%, {deq.seeds} seed(s)): {where}"
+
+
+def section_frontier(results: list[dict[str, Any]], out: Path) -> list[str]:
+    """E1 and E1F together: each family's accuracy against bytes per round and MB to the
+    target, one row per width, and where each DEQ width lies against the explicit points."""
+    datasets = sorted({r["dataset"] for r in results if r["experiment"] == "E1F"})
+    if not datasets:
+        return []
+    lines = ["## E1F frontiers (E1's protocol at three widths per family)", "",
+             "E1's row of each family plus E1F's two widths, at the family's learning rate (tuned "
+             "by T0 at E1's width only). The `seeds` column says how many seeds each point rests on.", ""]
+    for dataset in datasets:
+        points = frontier_points(results, dataset)
+        target = TARGETS.get(dataset, 0.9)
+        rows = [[p.family, p.width, f"{p.parameters}", f"{p.mb_per_round:.3f}", p.rounds.format(digits=1),
+                 p.to_target.format(digits=2), p.final.format(100), str(p.seeds)] for p in points]
+        lines += [f"### {dataset} (target {100 * target:.0f}%)", ""]
+        lines += _table(["family", "width", "parameters", "MB per round", "rounds to target", "MB to target",
+                         "final accuracy (%)", "seeds"], rows)
+        explicit = [p for p in points if p.family != "deq"]
+        lines += [f"- {deq_position(p, explicit)}" for p in points if p.family == "deq"] + [""]
+        plot = _plot_frontier(points, out / f"e1f_{dataset}_frontier.png", dataset)
+        lines += [f"![E1F {dataset} frontier]({plot.name})", ""]
+    return lines
+
+
+def _plot_frontier(points: list[FrontierPoint], path: Path, dataset: str) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for family in FRONTIER_FAMILIES:
+        mine = [p for p in points if p.family == family and p.final.mean is not None]
+        for ax, x in zip(axes, ("per round", "to target")):
+            shown = [(p.mb_per_round if x == "per round" else p.to_target.mean, p) for p in mine]
+            shown = sorted((v, p) for v, p in shown if v is not None)
+            if shown:
+                ax.errorbar([v for v, _ in shown], [100 * p.final.mean for _, p in shown],
+                            yerr=[100 * (p.final.std or 0) for _, p in shown], marker="o", capsize=3, label=family)
+    for ax, x in zip(axes, ("per round", "to target")):
+        ax.set(xscale="log", xlabel=f"MB {x} (log scale)", ylabel="final test accuracy (%, mean ± std over seeds)",
+               title=f"E1F {dataset}: accuracy against MB {x}")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # label the decades only
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def capped_share_bounds(iterations: float, cap: float) -> tuple[float, float]:
+    """Bounds on the share p of a client's solves that stopped at the cap, from its mean
+    iterations m per solve: a solve that converged took between 1 and cap - 1 iterations,
+    so m <= p * cap + (1 - p) * (cap - 1) and m >= p * cap + (1 - p), i.e.
+    max(0, 1 - (cap - m)) <= p <= (m - 1) / (cap - 1)."""
+    if cap <= 1:
+        return 1.0, 1.0
+    return max(0.0, 1.0 - (cap - iterations)), min(1.0, max(0.0, (iterations - 1) / (cap - 1)))
+
+
+def tier_solves(rounds: list[dict[str, Any]], tier: str) -> tuple[float, float, float, float] | None:
+    """A tier's fused clients over `rounds`: mean forward iterations per training step, mean
+    cap, and the mean lower and upper bounds on the share of capped solves
+    (`capped_share_bounds` per client update); None when no solves were recorded."""
+    pairs = []
+    for row in rounds:
+        solves = (row.get("tier_solves") or {}).get(tier)
+        if solves:
+            pairs += zip(solves["iterations"], solves["caps"])
+    if not pairs:
+        return None
+    bounds = [capped_share_bounds(i, c) for i, c in pairs]
+    n = len(pairs)
+    return (sum(i for i, _ in pairs) / n, sum(c for _, c in pairs) / n,
+            sum(lo for lo, _ in bounds) / n, sum(hi for _, hi in bounds) / n)
+
+
+def _solves_text(runs: list[dict[str, Any]], tier: str, last: bool) -> str | None:
+    """"iterations of cap, capped lo-hi%" for a tier over all rounds or the last round only,
+    means over the runs (seeds)."""
+    per_run = [tier_solves(r["rounds"][-1:] if last else r["rounds"], tier) for r in runs]
+    per_run = [v for v in per_run if v is not None]
+    if not per_run:
+        return None
+    it, cap, lo, hi = (sum(v[i] for v in per_run) / len(per_run) for i in range(4))
+    return f"{it:.1f} of {cap:g}, capped {100 * lo:.0f}-{100 * hi:.0f}%"
+
+
+def _sci(s: Stat) -> str:
+    """A small mean (± std over seeds) in scientific notation."""
+    if s.mean is None:
+        return "n/a"
+    return f"{s.mean:.1e}" + (f" ± {s.std:.1e}" if s.n > 1 else "")
+
+
+def section_e2b(results: list[dict[str, Any]], out: Path) -> list[str]:
+    """E2B: the mixed fleet where the weak cap truncates the looser cell's solves."""
+    groups = _group(results, "E2B", ("dataset", "group", "method"))
+    if not groups:
+        return []
+    lines = [f"## E2B budgets that bind (DEQ cell max_norm {E2B_MAX_NORM:g}; caps: strong {E2B_CAPS[0]}, "
+             f"weak {E2B_CAPS[1]})", "",
+             "Forward solves per tier: each fused client's mean forward iterations per training step, "
+             "averaged over clients and rounds (and in the last round alone), against the tier's cap; "
+             "capped lo-hi%: bounds on the share of training solves that stopped at the cap, from each "
+             "client's mean m (a converged solve takes 1 to cap - 1 iterations, so the share lies in "
+             "[1 - (cap - m), (m - 1) / (cap - 1)]); means over seeds.", ""]
+    tables: dict[str, list] = defaultdict(list)
+    finals: dict[str, dict[str, Stat]] = defaultdict(dict)
+    residuals: dict[str, list[dict[str, Any]]] = {}
+    for (dataset, fleet, method), runs in groups.items():
+        key = f"{method} ({fleet})"
+        tiers = sorted({t for r in runs for t in r["summary"].get("tier_accuracy", {})})
+        solves = [f"{t}: {_solves_text(runs, t, False)} (last round {_solves_text(runs, t, True)})"
+                  for t in tiers if _solves_text(runs, t, False) is not None]
+        finals[dataset][key] = _final(runs)
+        first = stat([r["rounds"][0].get("global_residual") for r in runs if r["rounds"]])
+        last = stat([r["summary"].get("global_residual") for r in runs])
+        tables[dataset].append([
+            method, fleet, finals[dataset][key].format(100),
+            ", ".join(f"{t} {stat([r['summary']['tier_accuracy'].get(t) for r in runs]).format(100)}" for t in tiers),
+            "; ".join(solves) or "n/a",
+            f"{_sci(first)} → {_sci(last)}" if last.mean is not None else "n/a",
+            stat([w for w in (_weak_share(r["rounds"]) for r in runs) if w is not None]).format(100, 1), str(len(runs)),
+        ])
+        if last.mean is not None:
+            residuals[f"{dataset} {key}"] = runs[0]["rounds"]
+    for dataset, rows in tables.items():
+        lines += [f"### {dataset}", ""]
+        lines += _table(["method", "fleet", "final accuracy (%)", "accuracy at each tier's budget (%)",
+                         "forward solves per tier (all rounds; last round)", "global residual round 1 → final",
+                         "weak tier's fusion weight (%)", "seeds"], rows)
+        verdict = _verdict(finals[dataset], "final accuracy")
+        if verdict:
+            lines += [verdict, ""]
+        lines += _against("deq-quality (mixed)", finals[dataset])
+    if residuals:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, rounds in residuals.items():
+            ax.plot([r["round"] for r in rounds], [r["global_residual"] for r in rounds], marker="o", label=label)
+        ax.set(yscale="log", xlabel="round", ylabel="global relative residual",
+               title=f"E2B: global residual over rounds (seed {min(r['seed'] for r in results if r['experiment'] == 'E2B')})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        path = _save(fig, out / "e2b_residual.png")
+        lines += [f"![E2B global residual]({path.name})", ""]
+    return lines

@@ -25,14 +25,23 @@ def result_path(store: Path, spec: RunSpec) -> Path:
 
 
 def compact_rounds(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per-round fields the report needs, plus the fusion weight each tier received."""
+    """Per-round fields the report needs, plus the fusion weight each tier received and,
+    for a DEQ, each tier's forward solves: `tier_solves[tier]` = {"caps": each fused
+    client's forward cap, "iterations": its mean forward iterations per training step}."""
     rows = []
     for r in records:
         row = {k: r.get(k) for k in ROUND_FIELDS}
         tier_weight: dict[str, float] = {}
+        tier_solves: dict[str, dict[str, Any]] = {}
         for client in r.get("clients", []):
             tier_weight[client["tier"]] = tier_weight.get(client["tier"], 0.0) + client["weight"]
+            if client.get("forward_cap") and client.get("iterations") is not None:
+                solves = tier_solves.setdefault(client["tier"], {"caps": [], "iterations": []})
+                solves["caps"].append(client["forward_cap"])
+                solves["iterations"].append(client["iterations"])
         row["tier_weight"] = tier_weight
+        if tier_solves:
+            row["tier_solves"] = tier_solves
         row["client_accuracy"] = r.get("client_accuracy")
         rows.append(row)
     return rows

@@ -22,6 +22,14 @@
   same configuration, read from E2 rather than run twice (`E3_FROM_E2`).
 - E4 anytime: accuracy of each E2 run's final model against the inference budget (read
   from the E2 results; no extra runs).
+- E1F frontiers: E1's protocol at two more widths of each family (DEQ, CNN, ResNet;
+  `FRONTIER_WIDTHS`), at the family's learning rate (not tuned per width). With E1's own
+  width they give each family three points of accuracy against bytes (MNIST-like data
+  sets only).
+- E2B budgets that bind: E2 on Fashion-MNIST with a looser DEQ cell (`E2B_MAX_NORM`), whose
+  solves need more iterations than E2's, under caps 16 (strong) and 4 (weak, a quarter):
+  quality fusion, FedAvg and drop-weak on the mixed fleet, FedAvg on the all-strong and
+  all-weak fleets, and the CNN under HeteroFL on the mixed fleet.
 
 `--quick` is a smoke test of the pipeline (MNIST, one seed, small fleet, few rounds,
 a training subset); `--full` is the evidence (MNIST and Fashion-MNIST, 3 seeds, 20
@@ -29,7 +37,8 @@ clients, 20 rounds). `--with-cifar` adds the CIFAR-10 protocol after them, one s
 (`cifar_protocol`, docs/CIFAR_PROTOCOL.md).
 
 Runs are listed table by table: T0 and T1; then E1 and E2 (with E4) on each data set in turn;
-then E3 on each data set; every seed of a table before the next table. A suite stopped
+then E3 on each data set; then E2B and E1F on each data set; every seed of a table before
+the next table. A suite stopped
 part-way thus has whole tables (all seeds) for the headline claims first, rather than one
 seed of everything.
 """
@@ -40,9 +49,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from deqfl.errors import ConfigError
 from deqfl.experiments.config import DataSection
 
-EXPERIMENTS = ("T0", "T1", "E1", "E2", "E3", "E4")
+EXPERIMENTS = ("T0", "T1", "E1", "E2", "E3", "E4", "E1F", "E2B")
 TARGETS = {"mnist": 0.98, "fashion-mnist": 0.85, "cifar10": 0.60}
 MODELS = {
     "mnist": {"deq": "deq-mnist", "cnn": "cnn-small", "resnet": "resnet-small", "unrolled": "unrolled-mnist"},
@@ -68,21 +78,22 @@ STRONG_CAP, WEAK_CAP = 8, 2  # a weak device has a quarter of the strong forward
 
 
 def _tiers(strong_share: float, weak_share: float, weak_fraction: float | None = None,
-           weak_width: float | None = None) -> str:
-    """A `fleet.tiers` override: strong (cap 8) and weak (cap 2, 4x slower per unit of
-    work, a tenth of the bandwidth) tiers; for explicit models `weak_fraction` makes weak
-    devices run that fraction of their local steps instead, and `weak_width` train the
-    sub-model of that width (HeteroFL)."""
+           weak_width: float | None = None, caps: tuple[int, int] = (STRONG_CAP, WEAK_CAP)) -> str:
+    """A `fleet.tiers` override: strong (cap `caps[0]`, default 8) and weak (cap `caps[1]`,
+    default 2, 4x slower per unit of work, a tenth of the bandwidth) tiers; for explicit
+    models `weak_fraction` makes weak devices run that fraction of their local steps
+    instead, and `weak_width` train the sub-model of that width (HeteroFL)."""
+    strong_cap, weak_cap = caps
     tiers = []
     if strong_share > 0:
         tiers.append(
-            f"{{name='strong', share={strong_share}, max_iter={STRONG_CAP}, speed=1e-5, bandwidth_mbps=100.0}}"
+            f"{{name='strong', share={strong_share}, max_iter={strong_cap}, speed=1e-5, bandwidth_mbps=100.0}}"
         )
     if weak_share > 0:
         extra = f", step_fraction={weak_fraction}" if weak_fraction else ""
         extra += f", width={weak_width}" if weak_width else ""
         tiers.append(
-            f"{{name='weak', share={weak_share}, max_iter={WEAK_CAP}, speed=4e-5, bandwidth_mbps=10.0{extra}}}"
+            f"{{name='weak', share={weak_share}, max_iter={weak_cap}, speed=4e-5, bandwidth_mbps=10.0{extra}}}"
         )
     return "fleet.tiers=[" + ", ".join(tiers) + "]"
 
@@ -150,9 +161,9 @@ def build_suite(scale: SuiteScale, only: tuple[str, ...] = EXPERIMENTS, with_cif
         runs += _sweep(scale)
     if "T1" in only and scale.sweep_rounds:
         runs += _fusion_sweep(scale)
-    builders = {"E1": _e1, "E2": _e2, "E3": _e3}
+    builders = {"E1": _e1, "E2": _e2, "E3": _e3, "E1F": _e1f, "E2B": _e2b}
     wanted = set(only) | ({"E2"} if "E4" in only else set())
-    for phase in (("E1", "E2"), ("E3",)):
+    for phase in (("E1", "E2"), ("E3",), ("E2B", "E1F")):
         for dataset in datasets:
             for experiment in phase:
                 if experiment not in wanted:
@@ -165,6 +176,31 @@ def build_suite(scale: SuiteScale, only: tuple[str, ...] = EXPERIMENTS, with_cif
 
         runs += cifar_suite(cifar_scale(scale, gpu), only, scale.seeds[:1])
     return runs
+
+
+def select(specs: list[RunSpec], datasets: str | None = None, seeds: str | None = None) -> list[RunSpec]:
+    """The specs whose data set is in the comma-separated `datasets` and whose seed is in
+    `seeds` (None keeps all); the sweeps T0 and T1 keep their own seed whatever `seeds`
+    says. Raises ConfigError for a name or seed the suite does not have."""
+    kept = specs
+    if datasets is not None:
+        names = [d.strip() for d in datasets.split(",") if d.strip()]
+        known = sorted({s.dataset for s in specs})
+        unknown = [d for d in names if d not in known]
+        if unknown or not names:
+            raise ConfigError(f"--datasets {datasets!r}: unknown data set(s) {unknown}; this suite has {known}")
+        kept = [s for s in kept if s.dataset in names]
+    if seeds is not None:
+        try:
+            wanted = {int(v) for v in seeds.split(",") if v.strip()}
+        except ValueError:
+            raise ConfigError(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1") from None
+        known_seeds = sorted({s.seed for s in specs if s.experiment not in ("T0", "T1")})
+        unknown_seeds = sorted(wanted - set(known_seeds))
+        if unknown_seeds or not wanted:
+            raise ConfigError(f"--seeds {seeds!r}: unknown seed(s) {unknown_seeds}; this suite has {known_seeds}")
+        kept = [s for s in kept if s.seed in wanted or s.experiment in ("T0", "T1")]
+    return kept
 
 
 def _model(name: str) -> tuple[str, ...]:
@@ -254,4 +290,71 @@ def _e3(dataset: str, seed: int, common: tuple[str, ...]) -> list[RunSpec]:
         ) + _rule_overrides(rule), f"alpha={alpha:g}")
         for alpha in E3_ALPHAS for rule in FUSION_RULES
         if not (alpha == E2_ALPHA and rule in E3_FROM_E2)
+    ]
+
+
+# E1F: two more widths of each family around E1's own (deq-mnist 16 channels, cnn-small
+# (16, 32), resnet-small (16, 32)): a narrower and a wider model, as `model.options`.
+FRONTIER_FAMILIES = ("deq", "cnn", "resnet")  # the report lists them in this order
+FRONTIER_WIDTHS = {
+    "deq": ({"channels": 8}, {"channels": 32}),
+    "cnn": ({"widths": (8, 16)}, {"widths": (32, 64)}),
+    "resnet": ({"widths": (8, 16)}, {"widths": (32, 64)}),
+}
+FRONTIER_DATASETS = ("mnist", "fashion-mnist")
+
+
+def width_label(options: dict[str, int | tuple[int, ...]]) -> str:
+    """A width's group label, e.g. `channels=8` or `widths=8-16`."""
+    return ",".join(
+        f"{k}={'-'.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in sorted(options.items())
+    )
+
+
+def _options_override(options: dict[str, int | float | tuple[int, ...]]) -> str:
+    """A `model.options` override in TOML, e.g. `model.options={widths=[8, 16]}`."""
+    items = (f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in sorted(options.items()))
+    return "model.options={" + ", ".join(items) + "}"
+
+
+def _e1f(dataset: str, seed: int, common: tuple[str, ...]) -> list[RunSpec]:
+    if dataset not in FRONTIER_DATASETS:
+        return []
+    # the narrower widths first, then the wider ones; the explicit models (the cheaper runs,
+    # and the points the DEQ is placed against) before the DEQ
+    order = [(family, wider) for wider in (0, 1) for family in ("cnn", "resnet", "deq")]
+    return [
+        RunSpec("E1F", family, dataset, seed, common + _model(MODELS[dataset][family]) + (
+            _options_override(FRONTIER_WIDTHS[family][wider]), "fleet.preset=homogeneous", "fusion.weighting=examples",
+        ), width_label(FRONTIER_WIDTHS[family][wider]))
+        for family, wider in order
+    ]
+
+
+# E2B: a DEQ cell whose weight-norm bound is E2B_MAX_NORM instead of 1 (looser, so its solves
+# take more iterations), under caps where the weak tier's quarter of the strong budget
+# truncates them.
+E2B_MAX_NORM = 4.0
+E2B_CAPS = (16, 4)
+E2B_DATASETS = ("fashion-mnist",)
+
+
+def _e2b(dataset: str, seed: int, common: tuple[str, ...]) -> list[RunSpec]:
+    if dataset not in E2B_DATASETS:
+        return []
+    deq = common + _model(MODELS[dataset]["deq"]) + (_options_override({"max_norm": E2B_MAX_NORM}),)
+    fleet = {name: _tiers(*FLEETS[name], caps=E2B_CAPS) for name in FLEETS}
+    fedavg = ("fusion.weighting=examples",)
+    return [
+        RunSpec("E2B", "deq-quality", dataset, seed, deq + (fleet["mixed"], "fusion.weighting=quality"), "mixed"),
+        RunSpec("E2B", "deq-fedavg", dataset, seed, deq + (fleet["mixed"],) + fedavg, "mixed"),
+        RunSpec("E2B", "deq-fedavg", dataset, seed, deq + (fleet["all-strong"],) + fedavg, "all-strong"),
+        RunSpec("E2B", "deq-drop-weak", dataset, seed, deq + (fleet["mixed"],) + fedavg + (
+            "sampling.rule=drop-weak", f"sampling.min_forward_cap={E2B_CAPS[0]}",
+        ), "mixed"),
+        RunSpec("E2B", "cnn-heterofl", dataset, seed, common + _model(MODELS[dataset]["cnn"]) + (
+            _tiers(*FLEETS["mixed"], weak_width=HETEROFL_WIDTH, caps=E2B_CAPS), "fusion.weighting=examples",
+            "fusion.aggregator=heterofl",
+        ), "mixed"),
+        RunSpec("E2B", "deq-fedavg", dataset, seed, deq + (fleet["all-weak"],) + fedavg, "all-weak"),
     ]
