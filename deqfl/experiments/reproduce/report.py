@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from deqfl.experiments.reproduce import cifar_protocol  # noqa: E402
 from deqfl.experiments.reproduce.analysis import Stat, mb_to_target, rounds_to_target, stat, within_spread  # noqa: E402
 from deqfl.experiments.reproduce.suite import (  # noqa: E402
     E2_ALPHA,
@@ -349,6 +350,7 @@ def build_report(results: list[dict[str, Any]], out: Path, title: str, preamble:
     for section in (section_t0, section_t1, section_e1, section_frontier, section_e2, section_e2b, section_e3,
                     section_e4):
         lines += section(results, out)
+    lines += cifar_protocol.sweep_section(results)
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines))
     atomic_write_text(out / "results.json", json.dumps(json_safe(results), indent=1, allow_nan=False))
