@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--only", default="T0,T1,E1,E2,E3,E4",
         help="comma-separated experiments, e.g. E1,E3 (the sweeps T0, learning rates, and T1, "
-        "fusion parameters, run in --full only)",
+        "fusion parameters, run in --full only; E5, personalisation, only when named: its section goes to STORE/E5.md)",
     )
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/reproduce-quick|full)")
     parser.add_argument(
@@ -47,13 +47,15 @@ def reproduce_command(args: argparse.Namespace) -> int:
     from deqfl.experiments.reproduce.report import build_report  # noqa: PLC0415
     from deqfl.experiments.reproduce.runner import run_suite  # noqa: PLC0415
     from deqfl.experiments.reproduce.store import load_results  # noqa: PLC0415
+    from deqfl.experiments.reproduce import personal_protocol, personal_report  # noqa: PLC0415
     from deqfl.experiments.reproduce.suite import EXPERIMENTS, FULL, QUICK, build_suite  # noqa: PLC0415
 
     mode = "full" if args.full else "quick"
     only = tuple(e.strip().upper() for e in args.only.split(",") if e.strip())
-    unknown = [e for e in only if e not in EXPERIMENTS]
+    valid = EXPERIMENTS + (personal_protocol.EXPERIMENT,)
+    unknown = [e for e in only if e not in valid]
     if unknown:
-        raise ConfigError(f"--only: unknown experiment(s) {unknown}; valid choices: {', '.join(EXPERIMENTS)}")
+        raise ConfigError(f"--only: unknown experiment(s) {unknown}; valid choices: {', '.join(valid)}")
     data_dirs = {}
     for item in args.data_dir:
         name, sep, path = item.partition("=")
@@ -65,6 +67,8 @@ def reproduce_command(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"reproduce-{mode}"
     store = args.store or (DEFAULT_STORE if mode == "full" else out / "results")
     specs = build_suite(FULL if mode == "full" else QUICK, only, with_cifar=args.with_cifar)
+    if personal_protocol.EXPERIMENT in only:
+        specs += personal_protocol.build_e5(personal_protocol.FULL if mode == "full" else personal_protocol.QUICK)
     missing = sorted({s.dataset for s in specs if s.dataset in ("fashion-mnist", "cifar10")} - set(data_dirs))
     if missing and not args.report_only:
         raise ConfigError(
@@ -79,4 +83,6 @@ def reproduce_command(args: argparse.Namespace) -> int:
     title = "deqfl evidence suite (--quick: a smoke test, not evidence)" if mode == "quick" else "deqfl evidence suite (--full)"
     report = build_report(results, out, title)
     print(f"report: {report}")
+    if personal_protocol.EXPERIMENT in only:
+        print(f"E5: {personal_report.write_e5(results, store / 'E5.md')}")
     return 0
