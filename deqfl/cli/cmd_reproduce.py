@@ -84,5 +84,6 @@ def reproduce_command(args: argparse.Namespace) -> int:
     report = build_report(results, out, title)
     print(f"report: {report}")
     if personal_protocol.EXPERIMENT in only:
-        print(f"E5: {personal_report.write_e5(results, store / 'E5.md')}")
+        e5 = [s for s in specs if s.experiment == personal_protocol.EXPERIMENT]
+        print(f"E5: {personal_report.write_e5(results, store / 'E5.md', e5)}")
     return 0

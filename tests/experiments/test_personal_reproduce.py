@@ -87,8 +87,12 @@ def test_section_answers_the_targets_from_fabricated_runs(tmp_path):
     assert "**does not hold**" in "\n".join(section_e5(worse))
     (tmp_path / MEMORY_FILE).parent.mkdir()
     (tmp_path / MEMORY_FILE).write_text(json.dumps({"deq-mnist": 11.4e6, "cnn-small": 5.1e6}))
-    written = write_e5(results, tmp_path / "E5.md").read_text()
+    expected = build_e5(QUICK)[:3]
+    stored = [{**results[0], "run_id": expected[0].run_id}]
+    written = write_e5(stored, tmp_path / "E5.md", expected).read_text()
     assert "deq-mnist 11.4 MB, cnn-small 5.1 MB" in written
+    assert "1 of 3 E5 runs stored, 1 worker-minutes (mean 1.0 a run, one worker); the other 2 would take about 0.0" in written
+    assert f"Not yet run: `{expected[1].run_id}`, `{expected[2].run_id}`." in written
 
 
 def test_cli_names_e5_and_writes_its_section(tmp_path, capsys):
@@ -97,7 +101,8 @@ def test_cli_names_e5_and_writes_its_section(tmp_path, capsys):
     (store / MEMORY_FILE).write_text(json.dumps({"deq-mnist": 1e6, "cnn-small": 1e6}))
     assert main(["reproduce", "--quick", "--only", "E5", "--report-only", "--out", str(tmp_path / "out"),
                  "--store", str(store)]) == 0
-    assert "No E5 run stored." in (store / "E5.md").read_text()
+    written = (store / "E5.md").read_text()
+    assert "No E5 run stored." in written and f"0 of {len(build_e5(QUICK))} E5 runs stored." in written
     assert main(["reproduce", "--quick", "--only", "E6", "--report-only", "--out", str(tmp_path / "out")]) != 0
     assert "valid choices: T0, T1, E1, E2, E3, E4, E5" in capsys.readouterr().err
 

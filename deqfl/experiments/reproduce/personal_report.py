@@ -27,6 +27,7 @@ from typing import Any
 from deqfl.experiments.reproduce.analysis import Stat, stat
 from deqfl.experiments.reproduce.personal_protocol import ALGORITHMS, EXPERIMENT, MODELS, TARGETS
 from deqfl.experiments.reproduce.step_memory import step_peak_bytes
+from deqfl.experiments.reproduce.suite import RunSpec
 from deqfl.experiments.results import atomic_write_text
 
 TIER_ROUNDS = 5
@@ -188,8 +189,28 @@ def section_e5(results: list[dict[str, Any]], store: Path | None = None, measure
     return lines
 
 
-def write_e5(results: list[dict[str, Any]], path: Path, measure: bool = True) -> Path:
-    """Write E5's section to `path` (the step-memory figures kept beside it)."""
+def status_lines(results: list[dict[str, Any]], expected: list[RunSpec]) -> list[str]:
+    """How many of the `expected` E5 runs are stored, their worker-minutes, the estimate
+    for the rest (their count times the stored runs' mean) and the runs still missing."""
+    stored = {r["run_id"]: r for r in results if r["experiment"] == EXPERIMENT}
+    done = [stored[s.run_id] for s in expected if s.run_id in stored]
+    missing = [s for s in expected if s.run_id not in stored]
+    minutes = [r["summary"]["wall_seconds"] / 60 for r in done]
+    lines = [f"{len(done)} of {len(expected)} E5 runs stored"
+             + (f", {sum(minutes):.0f} worker-minutes (mean {sum(minutes) / len(minutes):.1f} a run, one worker)" if done else "")
+             + (f"; the other {len(missing)} would take about {len(missing) * sum(minutes) / len(minutes) / 60:.1f} "
+                "worker-hours more at that mean" if done and missing else "") + ".", ""]
+    if missing:
+        lines += ["Not yet run: " + ", ".join(f"`{s.run_id}`" for s in missing) + ".", ""]
+    return lines
+
+
+def write_e5(results: list[dict[str, Any]], path: Path, expected: list[RunSpec] | None = None,
+             measure: bool = True) -> Path:
+    """Write E5's section to `path` (the step-memory figures kept beside it), with the
+    store's status against the `expected` runs when given."""
     lines = section_e5(results, path.parent, measure) or ["## E5 personalised federated learning", "", "No E5 run stored.", ""]
+    if expected:
+        lines[2:2] = status_lines(results, expected)
     atomic_write_text(path, "\n".join(lines))
     return path
