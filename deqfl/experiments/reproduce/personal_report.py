@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from deqfl.experiments.reproduce.analysis import Stat, stat
-from deqfl.experiments.reproduce.personal_protocol import ALGORITHMS, EXPERIMENT, MODELS, TARGETS
+from deqfl.experiments.reproduce.personal_protocol import ALGORITHMS, EXPERIMENT, FULL, MODELS, TARGETS, PersonalScale
 from deqfl.experiments.reproduce.step_memory import step_peak_bytes
 from deqfl.experiments.reproduce.suite import RunSpec
 from deqfl.experiments.results import atomic_write_text
@@ -205,12 +205,26 @@ def status_lines(results: list[dict[str, Any]], expected: list[RunSpec]) -> list
     return lines
 
 
+def protocol_lines(scale: PersonalScale = FULL) -> list[str]:
+    """What every E5 run shares, the command, and what E5 leaves out."""
+    return [
+        "Every run shares " + ", ".join(f"`{o}`" for o in scale.base) + f" (seed {scale.seed}; the headline "
+        f"comparison, {scale.datasets[0]} at {scale.labels[0]} labels, also seeds {', '.join(map(str, scale.headline_seeds))}); "
+        "deq-mnist and cnn-small (widths 16, 32) at their T0 learning rates; examples-weighted fusion of the shared part; "
+        "algorithm options at their defaults. Command: `deqfl reproduce --full --only E5 --data-dir "
+        "mnist=../shared/data/mnist --data-dir fashion-mnist=../shared/data/fashion-mnist` (resumable; "
+        "`--report-only` rebuilds this page).", "",
+        "CIFAR-10 is not part of E5 here: its models need their own learning-rate sweep first (two of ten DEQ clients "
+        "diverged at the MNIST rate) and a deq-cifar round of 10 clients takes minutes on one core (RESULTS.md, "
+        "CIFAR-10); it needs a GPU.", "",
+    ]
+
+
 def write_e5(results: list[dict[str, Any]], path: Path, expected: list[RunSpec] | None = None,
              measure: bool = True) -> Path:
     """Write E5's section to `path` (the step-memory figures kept beside it), with the
     store's status against the `expected` runs when given."""
     lines = section_e5(results, path.parent, measure) or ["## E5 personalised federated learning", "", "No E5 run stored.", ""]
-    if expected:
-        lines[2:2] = status_lines(results, expected)
+    lines[2:2] = protocol_lines() + (status_lines(results, expected) if expected else [])
     atomic_write_text(path, "\n".join(lines))
     return path
