@@ -119,7 +119,7 @@ def accuracy_target(stats: dict[str, dict[str, Stat]]) -> list[str]:
         return ["- Target 1: no DEQ run stored; not measured."]
     best_deq = max(deqs, key=lambda a: deqs[a]["mean"].mean)
     missing = [a for a in COMMUNICATING if f"cnn-{a}" not in stats]
-    note = f" (CNN runs missing: {', '.join(missing)}; the best explicit baseline may change)" if missing else ""
+    note = f"; CNN runs not stored: {', '.join(missing)}, so the best may change" if missing else ""
     lines = []
     for name in dict.fromkeys(["fedeq", best_deq]):
         if name not in deqs:
@@ -133,7 +133,7 @@ def accuracy_target(stats: dict[str, dict[str, Stat]]) -> list[str]:
         else:
             ratio_text, mb_ok = f"MB to target x{a / b:.2f}" if b > 0 else "MB to target: baseline needed 0 MB", (b > 0 and a / b <= MB_RATIO)
         holds = gap >= -100 * WITHIN and mb_ok
-        lines.append(f"- Target 1, deq-{name} against cnn-{base_name} (best explicit baseline{note}): "
+        lines.append(f"- Target 1, deq-{name} against cnn-{base_name} (the best explicit baseline stored{note}): "
                      f"mean {gap:+.2f} pt, {ratio_text}: **{'holds' if holds else 'does not hold'}** "
                      f"({'one seed' if min(s['mean'].n, base['mean'].n) < 2 else 'seeds ' + str(min(s['mean'].n, base['mean'].n))}).")
     return lines
