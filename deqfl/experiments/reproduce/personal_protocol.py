@@ -9,11 +9,12 @@ DEQ (deq-mnist) and the explicit cnn-small at its default widths (16, 32), the
 explicit model E1 found closest to the DEQ's accuracy; each at its T0 learning rate.
 
 Order (a store stopped part-way holds the headline comparison first):
-1. per label count (2, then 5), per data set (MNIST, then Fashion-MNIST), seed 0: the
-   DEQ under every algorithm (`ALGORITHMS` order), then the CNN under `CNN_FIRST`;
-2. the CNN under the remaining algorithms, in the same cell order;
-3. the headline comparison's further seeds (`HEADLINE`: first data set, first label
-   count): the DEQ under fedeq and the CNN under `CNN_FIRST`.
+1. per label count (2, then 5): per data set (MNIST, then Fashion-MNIST), seed 0, the
+   DEQ under every algorithm (`ALGORITHMS` order) and the CNN under `CNN_FIRST`; then,
+   per data set, the CNN under the remaining algorithms (short runs that complete the
+   label count's cells);
+2. the headline comparison's further seeds (first data set, first label count): the DEQ
+   under fedeq and the CNN under `CNN_FIRST`.
 
 Method labels are `<model>-<algorithm>` (deq-fedeq, cnn-fedrep); the group is
 `labels=<k>`.
@@ -84,14 +85,14 @@ def run(scale: PersonalScale, dataset: str, labels: int, seed: int, model: str, 
 
 def build_e5(scale: PersonalScale = FULL) -> list[RunSpec]:
     """Every E5 run, in the order of the module docstring."""
-    cells = [(dataset, labels) for labels in scale.labels for dataset in scale.datasets]
     runs = []
-    for dataset, labels in cells:
-        runs += [run(scale, dataset, labels, scale.seed, "deq", a) for a in ALGORITHMS]
-        runs += [run(scale, dataset, labels, scale.seed, "cnn", a) for a in CNN_FIRST]
-    for dataset, labels in cells:
-        runs += [run(scale, dataset, labels, scale.seed, "cnn", a) for a in ALGORITHMS if a not in CNN_FIRST]
-    dataset, labels = cells[0]
+    for labels in scale.labels:
+        for dataset in scale.datasets:
+            runs += [run(scale, dataset, labels, scale.seed, "deq", a) for a in ALGORITHMS]
+            runs += [run(scale, dataset, labels, scale.seed, "cnn", a) for a in CNN_FIRST]
+        for dataset in scale.datasets:
+            runs += [run(scale, dataset, labels, scale.seed, "cnn", a) for a in ALGORITHMS if a not in CNN_FIRST]
+    dataset, labels = scale.datasets[0], scale.labels[0]
     for seed in scale.headline_seeds:
         runs.append(run(scale, dataset, labels, seed, "deq", "fedeq"))
         runs += [run(scale, dataset, labels, seed, "cnn", a) for a in CNN_FIRST]
