@@ -69,7 +69,11 @@ def cells(results: list[dict[str, Any]]) -> dict[Cell, dict[str, list[dict[str, 
     for r in results:
         if r["experiment"] == EXPERIMENT:
             grouped[(r["dataset"], int(r["group"].removeprefix("labels=")))][r["method"]].append(r)
-    return {cell: dict(methods) for cell, methods in sorted(grouped.items())}
+    def order(cell: Cell) -> tuple:  # the protocol's order: labels, then data set
+        dataset, labels = cell
+        return (labels, FULL.datasets.index(dataset) if dataset in FULL.datasets else len(FULL.datasets), dataset)
+
+    return {cell: dict(grouped[cell]) for cell in sorted(grouped, key=order)}
 
 
 def _order(method: str) -> tuple[int, int]:
