@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--only", default="T0,T1,E1,E2,E3,E4,E1F,E2B",
         help="comma-separated experiments, e.g. E1,E3 (the sweeps T0, learning rates, and T1, "
-        "fusion parameters, run in --full only; E1F: E1 at more widths, E2B: E2 where budgets bind)",
+        "fusion parameters, run in --full only; E1F: E1 at more widths, E2B: E2 where budgets bind; E5, personalisation, only when named: its section goes to STORE/E5.md)",
     )
     parser.add_argument(
         "--datasets", default=None, metavar="NAMES",
@@ -60,13 +60,15 @@ def reproduce_command(args: argparse.Namespace) -> int:
     from deqfl.experiments.reproduce.report import build_report  # noqa: PLC0415
     from deqfl.experiments.reproduce.runner import run_suite  # noqa: PLC0415
     from deqfl.experiments.reproduce.store import load_results  # noqa: PLC0415
+    from deqfl.experiments.reproduce import personal_protocol, personal_report  # noqa: PLC0415
     from deqfl.experiments.reproduce.suite import EXPERIMENTS, FULL, QUICK, build_suite, select  # noqa: PLC0415
 
     mode = "full" if args.full else "quick"
     only = tuple(e.strip().upper() for e in args.only.split(",") if e.strip())
-    unknown = [e for e in only if e not in EXPERIMENTS]
+    valid = EXPERIMENTS + (personal_protocol.EXPERIMENT,)
+    unknown = [e for e in only if e not in valid]
     if unknown:
-        raise ConfigError(f"--only: unknown experiment(s) {unknown}; valid choices: {', '.join(EXPERIMENTS)}")
+        raise ConfigError(f"--only: unknown experiment(s) {unknown}; valid choices: {', '.join(valid)}")
     data_dirs = {}
     for item in args.data_dir:
         name, sep, path = item.partition("=")
@@ -80,8 +82,10 @@ def reproduce_command(args: argparse.Namespace) -> int:
     with_cifar = args.with_cifar or args.cifar_only
     if args.gpu and not with_cifar:
         raise ConfigError("--gpu sizes the CIFAR-10 protocol: add --with-cifar or --cifar-only")
-    specs = select(build_suite(FULL if mode == "full" else QUICK, only, with_cifar=with_cifar, gpu=args.gpu),
-                   args.datasets, args.seeds)
+    specs = build_suite(FULL if mode == "full" else QUICK, only, with_cifar=with_cifar, gpu=args.gpu)
+    if personal_protocol.EXPERIMENT in only:
+        specs += personal_protocol.build_e5(personal_protocol.FULL if mode == "full" else personal_protocol.QUICK)
+    specs = select(specs, args.datasets, args.seeds)
     if args.cifar_only:
         specs = [s for s in specs if s.dataset == "cifar10"]
     missing = sorted({s.dataset for s in specs if s.dataset in ("fashion-mnist", "cifar10")} - set(data_dirs))
@@ -98,4 +102,7 @@ def reproduce_command(args: argparse.Namespace) -> int:
     title = "deqfl evidence suite (--quick: a smoke test, not evidence)" if mode == "quick" else "deqfl evidence suite (--full)"
     report = build_report(results, out, title)
     print(f"report: {report}")
+    if personal_protocol.EXPERIMENT in only:
+        e5 = [s for s in specs if s.experiment == personal_protocol.EXPERIMENT]
+        print(f"E5: {personal_report.write_e5(results, store / 'E5.md', e5)}")
     return 0

@@ -18,6 +18,7 @@ from deqfl.experiments.results import atomic_write_text, json_safe
 
 ROUND_FIELDS = ("round", "accuracy", "loss", "bytes_up", "bytes_down", "simulated_seconds",
                 "global_residual", "tier_accuracy", "wall_seconds")
+PERSONAL_FIELDS = ("personal_accuracy", "unseen_accuracy")  # kept only in rounds that have them (E5)
 
 
 def result_path(store: Path, spec: RunSpec) -> Path:
@@ -25,9 +26,10 @@ def result_path(store: Path, spec: RunSpec) -> Path:
 
 
 def compact_rounds(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per-round fields the report needs, plus the fusion weight each tier received and,
-    for a DEQ, each tier's forward solves: `tier_solves[tier]` = {"caps": each fused
-    client's forward cap, "iterations": its mean forward iterations per training step}."""
+    """Per-round fields the report needs, plus the fusion weight each tier received; for a
+    DEQ, each tier's forward solves: `tier_solves[tier]` = {"caps": each fused client's
+    forward cap, "iterations": its mean forward iterations per training step}; under
+    personalisation, the round's personalised and unseen accuracies."""
     rows = []
     for r in records:
         row = {k: r.get(k) for k in ROUND_FIELDS}
@@ -43,6 +45,7 @@ def compact_rounds(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if tier_solves:
             row["tier_solves"] = tier_solves
         row["client_accuracy"] = r.get("client_accuracy")
+        row.update({k: r[k] for k in PERSONAL_FIELDS if k in r})
         rows.append(row)
     return rows
 
