@@ -10,6 +10,7 @@ import pytest
 
 from deqfl.errors import ConfigError
 from deqfl.experiments.config import load_config, validate_config
+from deqfl.experiments.reproduce import personal_protocol
 from deqfl.experiments.reproduce.suite import FULL, RunSpec, build_suite
 
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
@@ -57,6 +58,7 @@ def test_an_old_run_directory_config_still_loads(tmp_path):
 @pytest.mark.skipif(not STORED, reason="no stored evidence runs")
 def test_every_stored_run_loads_and_keeps_its_run_id():
     suite_ids = {s.run_id for s in build_suite(FULL, with_cifar=True)}
+    suite_ids |= {s.run_id for s in personal_protocol.build_e5(personal_protocol.FULL)}
     old_names = 0
     for path in STORED:
         stored = json.loads(path.read_text())
