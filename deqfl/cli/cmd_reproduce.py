@@ -103,6 +103,9 @@ def reproduce_command(args: argparse.Namespace) -> int:
     report = build_report(results, out, title)
     print(f"report: {report}")
     if personal_protocol.EXPERIMENT in only:
-        e5 = [s for s in specs if s.experiment == personal_protocol.EXPERIMENT]
-        print(f"E5: {personal_report.write_e5(results, store / 'E5.md', e5)}")
+        # E5.md lives in the store: it shows every stored E5 run, whatever --datasets/--seeds ran now
+        e5 = personal_protocol.build_e5(personal_protocol.FULL if mode == "full" else personal_protocol.QUICK)
+        e5_ids = {s.run_id for s in e5}
+        stored = [r for r in load_results(store) if r["run_id"] in e5_ids]
+        print(f"E5: {personal_report.write_e5(stored, store / 'E5.md', e5)}")
     return 0
