@@ -58,7 +58,6 @@ from deqfl.fl.client.gradient_mode import tier_backward
 from deqfl.fl.client.loss_terms import LossInputs, default_loss_terms, total_loss
 from deqfl.fl.client.optimizers import make_client_optimizer
 from deqfl.fl.client.task import TrainOptions
-from deqfl.fl.lr_schedule import LrSchedule
 from deqfl.fl.profiles import TierConfig
 from deqfl.models import build_model
 
@@ -176,8 +175,7 @@ def train_central(
     params = {k: p for k, p in model.named_parameters() if p.requires_grad}
     optimizer = make_client_optimizer(list(params.values()), options)
     loss_terms = default_loss_terms(options, model)
-    schedule = LrSchedule(config.train.lr_schedule, config.epochs, config.train.lr_min,
-                          config.train.lr_warmup_rounds, config.train.lr_step_rounds, config.train.lr_step_factor)
+    schedule = config.train.lr_schedule_over(config.epochs)
     steps_per_epoch = math.ceil(rows / batch)
     total = steps_per_epoch * config.epochs
     config_hash = json_digest(config.model_dump(mode="json", exclude_defaults=True))  # keys added later keep old hashes

@@ -27,6 +27,7 @@ from deqfl.errors import ConfigError
 from deqfl.fl.attacks import AttackConfig
 from deqfl.fl.client.optimizers import canonical_options, client_optimizer, client_optimizer_names
 from deqfl.fl.faults import FaultsConfig
+from deqfl.fl.lr_schedule import LrSchedule
 from deqfl.fl.fusion import FusionConfig
 from deqfl.fl.fusion.compat import coverage_aggregators
 from deqfl.fl.personal import algorithm_class, algorithm_names
@@ -164,6 +165,11 @@ class TrainSection(_Section):
 
     fixed_point_correction: float = Field(0.0, ge=0, le=FLOAT32_MAX, description="Weight of the DEQ's fixed-point correction loss (Bai et al. 2022): the task loss of the logits at `correction_points` intermediate solver outputs, at steps floor(i * cap / (points + 1)) of the client's forward cap, averaged and weighted (0: off). Costs one cell application and vjp per point and sample, counted by the simulated clock.")
     correction_points: int = Field(2, ge=1, le=64, description="Intermediate solver outputs fixed-point correction trains on (used when `fixed_point_correction` > 0; steps at or beyond the cap are dropped).")
+
+    def lr_schedule_over(self, periods: int) -> LrSchedule:
+        """The rate schedule these settings give over `periods` rounds (or epochs)."""
+        return LrSchedule(self.lr_schedule, periods, self.lr_min, self.lr_warmup_rounds, self.lr_step_rounds,
+                          self.lr_step_factor)
 
     @model_validator(mode="before")
     @classmethod

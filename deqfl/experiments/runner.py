@@ -47,7 +47,6 @@ from deqfl.fl.client.warm_start import cache_bytes_per_sample
 from deqfl.fl.client_state import ClientStateStore
 from deqfl.fl.evaluation import EvalResult, evaluate
 from deqfl.fl.fusion import make_fusion
-from deqfl.fl.lr_schedule import LrSchedule
 from deqfl.fl.personal.mod import local_keys
 from deqfl.fl.personal.split import split_model
 from deqfl.fl.personal.unseen import evaluate_unseen
@@ -176,10 +175,7 @@ def _settings(fed: Federation) -> RoundSettings:
             warm_start=c.train.warm_start, warm_start_dtype=c.train.warm_start_dtype,
             fixed_point_correction=c.train.fixed_point_correction, correction_points=c.train.correction_points,
         ),
-        lr_schedule=LrSchedule(
-            c.train.lr_schedule, c.experiment.rounds, c.train.lr_min, c.train.lr_warmup_rounds,
-            c.train.lr_step_rounds, c.train.lr_step_factor,
-        ),
+        lr_schedule=c.train.lr_schedule_over(c.experiment.rounds),
         attack=c.attack if c.attack.active else None,
         malicious=tuple(malicious_clients(c.attack, c.data.num_clients, c.experiment.seed)),
         faults=c.faults,
