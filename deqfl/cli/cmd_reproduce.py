@@ -61,6 +61,7 @@ def reproduce_command(args: argparse.Namespace) -> int:
     from deqfl.experiments.reproduce.runner import run_suite  # noqa: PLC0415
     from deqfl.experiments.reproduce.store import load_results  # noqa: PLC0415
     from deqfl.experiments.reproduce import personal_protocol, personal_report  # noqa: PLC0415
+    from deqfl.experiments.reproduce.cifar_protocol import cifar_scale  # noqa: PLC0415
     from deqfl.experiments.reproduce.suite import EXPERIMENTS, FULL, QUICK, build_suite, select  # noqa: PLC0415
 
     mode = "full" if args.full else "quick"
@@ -82,9 +83,11 @@ def reproduce_command(args: argparse.Namespace) -> int:
     with_cifar = args.with_cifar or args.cifar_only
     if args.gpu and not with_cifar:
         raise ConfigError("--gpu sizes the CIFAR-10 protocol: add --with-cifar or --cifar-only")
-    specs = build_suite(FULL if mode == "full" else QUICK, only, with_cifar=with_cifar, gpu=args.gpu)
+    suite_scale = FULL if mode == "full" else QUICK
+    specs = build_suite(suite_scale, only, with_cifar=with_cifar, gpu=args.gpu)
+    personal_scale = personal_protocol.FULL if mode == "full" else personal_protocol.QUICK
     if personal_protocol.EXPERIMENT in only:
-        specs += personal_protocol.build_e5(personal_protocol.FULL if mode == "full" else personal_protocol.QUICK)
+        specs += personal_protocol.build_e5(personal_scale, cifar_scale(suite_scale, args.gpu) if with_cifar else None)
     specs = select(specs, args.datasets, args.seeds)
     if args.cifar_only:
         specs = [s for s in specs if s.dataset == "cifar10"]
@@ -104,7 +107,8 @@ def reproduce_command(args: argparse.Namespace) -> int:
     print(f"report: {report}")
     if personal_protocol.EXPERIMENT in only:
         # E5.md lives in the store: it shows every stored E5 run, whatever --datasets/--seeds ran now
-        e5 = personal_protocol.build_e5(personal_protocol.FULL if mode == "full" else personal_protocol.QUICK)
+        # the full E5 always counts its CIFAR-10 cell (at the size asked for), so E5.md says what is missing
+        e5 = personal_protocol.build_e5(personal_scale, cifar_scale(suite_scale, args.gpu) if with_cifar or mode == "full" else None)
         e5_ids = {s.run_id for s in e5}
         stored = [r for r in load_results(store) if r["run_id"] in e5_ids]
         print(f"E5: {personal_report.write_e5(stored, store / 'E5.md', e5)}")

@@ -7,6 +7,7 @@ import pytest
 
 from deqfl.cli.main import main
 from deqfl.experiments.config import load_config
+from deqfl.experiments.reproduce import cifar_protocol
 from deqfl.experiments.reproduce.personal_protocol import ALGORITHMS, CNN_FIRST, FULL, QUICK, build_e5
 from deqfl.experiments.reproduce.personal_report import (
     MEMORY_FILE,
@@ -32,6 +33,29 @@ def test_e5_runs_put_the_headline_comparison_first_and_keep_their_ids():
         config = load_config(None, list(spec.overrides))
         assert config.personalization.algorithm == spec.method.split("-", 1)[1]
         assert config.data.partition == "pathological" and config.personalization.unseen_fraction == 0.1
+
+
+def test_e5_cifar_cell_runs_the_cifar_protocol_with_100_clients_and_the_mixed_fleet():
+    plain = build_e5(FULL)
+    runs = build_e5(FULL, cifar=cifar_protocol.CPU)
+    assert runs[: len(plain)] == plain  # the CIFAR-10 cell comes last and changes no stored id
+    cifar = runs[len(plain):]
+    assert {(s.dataset, s.group, s.seed) for s in cifar} == {("cifar10", "labels=5", 0)}
+    assert [s.method for s in cifar[: len(ALGORITHMS)]] == [f"deq-{a}" for a in ALGORITHMS]
+    assert sorted(s.method for s in cifar[len(ALGORITHMS):]) == sorted(f"cnn-{a}" for a in ALGORITHMS)
+    assert len({s.run_id for s in runs}) == len(runs)
+    for spec in cifar:
+        config = load_config(None, list(spec.overrides))
+        assert config.data.num_clients == 100 and config.sampling.fraction == 0.1
+        assert config.data.partition == "pathological" and config.data.classes_per_client == 5
+        assert config.data.augment == "crop-flip" and config.train.optimizer == "adam"
+        assert config.experiment.rounds == cifar_protocol.CPU.rounds
+        assert [(t.name, t.forward_cap, t.local_steps) for t in config.fleet.tiers] == [("strong", 8, 20), ("weak", 2, 20)]
+        assert config.personalization.algorithm == spec.method.split("-", 1)[1]
+        expected = "mdeq-small-8" if spec.method.startswith("deq") else "cnn-small"
+        assert config.model.name == expected
+    gpu = build_e5(FULL, cifar=cifar_protocol.GPU)[len(plain):]
+    assert all("experiment.device=cuda" in s.overrides for s in gpu)
 
 
 def _personal(mean, tiers=None):
@@ -74,8 +98,11 @@ def test_section_answers_the_targets_from_fabricated_runs(tmp_path):
         _run("cnn-ditto", 0.972, 1.0, 1),
         _run("cnn-local", 0.99, 0.0, 1),                    # sends nothing: not a target baseline
         {**_run("deq-fedeq", 0.9, 1.0, 1), "dataset": "fashion-mnist", "run_id": "E5-f"},
+        {**_run("deq-fedeq", 0.7, 1.0, 1), "dataset": "cifar10", "group": "labels=5", "run_id": "E5-c"},
     ]
     text = "\n".join(section_e5(results))
+    assert "### cifar10, 5 labels per client (target 70%)" in text
+    assert "| deq-fedeq | mdeq-small-8 |" in text.split("### cifar10")[1]
     assert text.index("### mnist, 2 labels per client (target 97%)") < text.index("### fashion-mnist")  # protocol order
     assert "deq-fedeq against cnn-fedrep" in text and "mean -0.50 pt, MB to target x0.20: **holds**" in text
     assert "no communicating personalised CNN run stored" in text  # fashion-mnist: no CNN yet

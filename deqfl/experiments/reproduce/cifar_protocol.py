@@ -151,7 +151,7 @@ def family(label: str) -> str:
     return next(name for name, labels in FAMILIES.items() if label in labels)
 
 
-def _model(label: str, lr: float | None = None, sgd: bool = False) -> tuple[str, ...]:
+def model_overrides(label: str, lr: float | None = None, sgd: bool = False) -> tuple[str, ...]:
     """The model's overrides and its rate: Adam at its family's rate, or SGD at `SGD_LR`
     with `sgd` (`lr`: this rate instead)."""
     if sgd:
@@ -179,11 +179,11 @@ def sweep(scale: CifarScale) -> list[RunSpec]:
                      "evaluation.anytime_every=0", tiers(scale, 1.0, 0.0), "fusion.weighting=examples")
     deq = HEADLINE["deq"]
     return [
-        RunSpec(SWEEP, labels[1], CIFAR, scale.sweep_seed, common + _model(labels[1], lr), f"lr={lr:g}",
+        RunSpec(SWEEP, labels[1], CIFAR, scale.sweep_seed, common + model_overrides(labels[1], lr), f"lr={lr:g}",
                 {"family": name})
         for name, labels in FAMILIES.items() for lr in SWEEP_LRS
     ] + [
-        RunSpec(SWEEP, f"{deq}-sgd", CIFAR, scale.sweep_seed, common + _model(deq, lr, sgd=True), f"lr={lr:g}",
+        RunSpec(SWEEP, f"{deq}-sgd", CIFAR, scale.sweep_seed, common + model_overrides(deq, lr, sgd=True), f"lr={lr:g}",
                 {"family": "deq"})
         for lr in SGD_SWEEP_LRS
     ]
@@ -191,7 +191,7 @@ def sweep(scale: CifarScale) -> list[RunSpec]:
 
 def _e1(scale: CifarScale, seed: int, common: tuple[str, ...]) -> list[RunSpec]:
     return [
-        RunSpec("E1", label, CIFAR, seed, common + _model(label) + (tiers(scale, 1.0, 0.0), "fusion.weighting=examples"),
+        RunSpec("E1", label, CIFAR, seed, common + model_overrides(label) + (tiers(scale, 1.0, 0.0), "fusion.weighting=examples"),
                 tags={"family": name})
         for name, labels in FAMILIES.items() for label in labels
         if scale.e1_models is None or label in scale.e1_models
@@ -199,7 +199,7 @@ def _e1(scale: CifarScale, seed: int, common: tuple[str, ...]) -> list[RunSpec]:
 
 
 def _e2(scale: CifarScale, seed: int, common: tuple[str, ...]) -> list[RunSpec]:
-    deq_model, cnn_model = _model(HEADLINE["deq"]), _model(HEADLINE["cnn"])
+    deq_model, cnn_model = model_overrides(HEADLINE["deq"]), model_overrides(HEADLINE["cnn"])
     runs = []
     for fleet, (strong, weak) in FLEETS.items():
         deq = common + deq_model + (tiers(scale, strong, weak),)
@@ -222,7 +222,7 @@ def _e2(scale: CifarScale, seed: int, common: tuple[str, ...]) -> list[RunSpec]:
 
 def _e3(scale: CifarScale, seed: int, common: tuple[str, ...]) -> list[RunSpec]:
     return [
-        RunSpec("E3", rule, CIFAR, seed, common + _model(HEADLINE["deq"], sgd=rule in SGD_RULES) + (
+        RunSpec("E3", rule, CIFAR, seed, common + model_overrides(HEADLINE["deq"], sgd=rule in SGD_RULES) + (
             tiers(scale, 0.5, 0.5), f"data.alpha={alpha}",
         ) + _rule_overrides(rule), f"alpha={alpha:g}")
         for alpha in E3_ALPHAS for rule in FUSION_RULES

@@ -16,23 +16,51 @@ Order (a store stopped part-way holds the headline comparison first):
 2. the headline comparison's further seeds (first data set, first label count): the DEQ
    under fedeq and the CNN under `CNN_FIRST`.
 
+CIFAR-10 (`build_e5(..., cifar=scale)`, with `--with-cifar` or `--cifar-only`): one cell,
+`CIFAR_LABELS` labels per client, seed 0, under the CIFAR protocol's per-run settings
+(`cifar_protocol.CifarScale`: fixed local steps, Adam with a cosine rate, crop-flip
+augmentation) with 100 clients, a tenth sampled a round, and its mixed fleet (strong cap 8,
+weak cap 2, half each) instead of the three tiers; the models are the CIFAR E2 pair
+(`cifar_protocol.HEADLINE`: the multiscale DEQ mdeq-small-8 and the CNN of about the
+same size, cnn-w64) at the protocol's rates, in the order above (the DEQ under every
+algorithm, the CNN under `CNN_FIRST`, then the rest).
+
 Method labels are `<model>-<algorithm>` (deq-fedeq, cnn-fedrep); the group is
 `labels=<k>`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from deqfl.experiments.reproduce.suite import LEARNING_RATES, RunSpec
+from deqfl.experiments.reproduce import cifar_protocol
+from deqfl.experiments.reproduce.suite import LEARNING_RATES, STRONG_CAP, RunSpec
 
 EXPERIMENT = "E5"
 ALGORITHMS = ("fedeq", "fedrep", "fedper", "ditto", "local", "fedavg", "fedavg-ft")
 CNN_FIRST = ("fedrep", "ditto")  # FeDEQ's strongest explicit baselines: the CNN's first runs
 MODELS = {"deq": "deq-mnist", "cnn": "cnn-small"}
 UNSEEN_FRACTION = 0.1
-# Target mean personalised accuracy (per data set and labels per client) for "MB to target".
-TARGETS = {("mnist", 2): 0.97, ("mnist", 5): 0.95, ("fashion-mnist", 2): 0.92, ("fashion-mnist", 5): 0.85}
+CIFAR_LABELS = 5
+# Target mean personalised accuracy (per data set and labels per client) for "MB to target";
+# CIFAR-10's was set before any CIFAR-10 E5 run.
+TARGETS = {("mnist", 2): 0.97, ("mnist", 5): 0.95, ("fashion-mnist", 2): 0.92, ("fashion-mnist", 5): 0.85,
+           (cifar_protocol.CIFAR, CIFAR_LABELS): 0.70}
+STEP_MODELS: dict[str, tuple[str, dict[str, object], tuple[int, int, int]]] = {
+    MODELS["deq"]: (MODELS["deq"], {}, (1, 28, 28)),
+    MODELS["cnn"]: (MODELS["cnn"], {}, (1, 28, 28)),
+    cifar_protocol.HEADLINE["deq"]: ("mdeq-small-8", {}, (3, 32, 32)),
+    cifar_protocol.HEADLINE["cnn"]: ("cnn-small", {"widths": [64, 128]}, (3, 32, 32)),
+}
+"""Every model E5 runs, by its label in the report: (registered name, options, input shape)
+for the peak memory of its training step (`step_memory.step_peak_bytes`)."""
+
+
+def model_label(dataset: str, model: str) -> str:
+    """The label of `model` ("deq" or "cnn") on `dataset`: the MNIST-like models, or the
+    CIFAR-10 pair."""
+    return cifar_protocol.HEADLINE[model] if dataset == cifar_protocol.CIFAR else MODELS[model]
 
 
 @dataclass(frozen=True)
@@ -83,8 +111,28 @@ def run(scale: PersonalScale, dataset: str, labels: int, seed: int, model: str, 
     return RunSpec(EXPERIMENT, f"{model}-{algorithm}", dataset, seed, overrides, f"labels={labels}")
 
 
-def build_e5(scale: PersonalScale = FULL) -> list[RunSpec]:
-    """Every E5 run, in the order of the module docstring."""
+def cifar_runs(scale: cifar_protocol.CifarScale, seed: int = 0) -> list[RunSpec]:
+    """E5's CIFAR-10 cell under the CIFAR protocol's `scale` (module docstring)."""
+    sized = dataclasses.replace(scale, num_clients=100, fraction=0.1)
+    base = tuple(o for o in sized.base() if not o.startswith("evaluation.anytime_every=")) + (
+        "evaluation.anytime_every=0", f"evaluation.anytime_forward_caps=[{STRONG_CAP}]", f"experiment.seed={seed}",
+        "data.partition=pathological", f"data.classes_per_client={CIFAR_LABELS}",
+        f"personalization.unseen_fraction={UNSEEN_FRACTION}", "fusion.weighting=examples",
+        cifar_protocol.tiers(sized, 0.5, 0.5),
+    )
+
+    def one(model: str, algorithm: str) -> RunSpec:
+        overrides = base + cifar_protocol.model_overrides(cifar_protocol.HEADLINE[model]) + (
+            f"personalization.algorithm={algorithm}",)
+        return RunSpec(EXPERIMENT, f"{model}-{algorithm}", cifar_protocol.CIFAR, seed, overrides, f"labels={CIFAR_LABELS}")
+
+    return ([one("deq", a) for a in ALGORITHMS] + [one("cnn", a) for a in CNN_FIRST]
+            + [one("cnn", a) for a in ALGORITHMS if a not in CNN_FIRST])
+
+
+def build_e5(scale: PersonalScale = FULL, cifar: cifar_protocol.CifarScale | None = None) -> list[RunSpec]:
+    """Every E5 run, in the order of the module docstring; with `cifar`, the CIFAR-10 cell
+    at that size last."""
     runs = []
     for labels in scale.labels:
         for dataset in scale.datasets:
@@ -96,4 +144,4 @@ def build_e5(scale: PersonalScale = FULL) -> list[RunSpec]:
     for seed in scale.headline_seeds:
         runs.append(run(scale, dataset, labels, seed, "deq", "fedeq"))
         runs += [run(scale, dataset, labels, seed, "cnn", a) for a in CNN_FIRST]
-    return runs
+    return runs + (cifar_runs(cifar) if cifar is not None else [])

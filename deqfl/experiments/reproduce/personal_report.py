@@ -25,7 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from deqfl.experiments.reproduce.analysis import Stat, stat
-from deqfl.experiments.reproduce.personal_protocol import ALGORITHMS, EXPERIMENT, FULL, MODELS, TARGETS, PersonalScale
+from deqfl.experiments.reproduce.personal_protocol import (
+    ALGORITHMS,
+    EXPERIMENT,
+    FULL,
+    MODELS,
+    STEP_MODELS,
+    TARGETS,
+    PersonalScale,
+    model_label,
+)
 from deqfl.experiments.reproduce.step_memory import step_peak_bytes
 from deqfl.experiments.reproduce.suite import RunSpec
 from deqfl.experiments.results import atomic_write_text
@@ -105,7 +114,8 @@ def cell_table(methods: dict[str, list[dict[str, Any]]], target: float) -> tuple
               *[f"{t} (%)" for t in TIERS], "MB in all", f"MB to {100 * target:.0f}%", "minutes", "seeds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, s in stats.items():
-        cells_ = [method, methods[method][0]["summary"]["model"], s["mean"].format(100), s["p10"].format(100),
+        run = methods[method][0]
+        cells_ = [method, model_label(run["dataset"], method.split("-", 1)[0]), s["mean"].format(100), s["p10"].format(100),
                   s["unseen"].format(100), *[s[t].format(100) for t in TIERS], s["mb"].format(digits=1),
                   s["mb_target"].format(digits=1), s["minutes"].format(digits=1), str(len(methods[method]))]
         lines.append("| " + " | ".join(cells_) + " |")
@@ -156,23 +166,26 @@ def tier_target(stats: dict[str, dict[str, Stat]]) -> list[str]:
             + ". The CNN's tiers train the same model at the same cost, so its gaps show the sampling noise."]
 
 
-def memory_lines(store: Path, measure: bool = True) -> list[str]:
-    """Peak memory of a client training step per model, measured once and kept in
-    STORE/`MEMORY_FILE` (measured now when missing and `measure` is true)."""
+def memory_lines(store: Path, labels: list[str], measure: bool = True) -> list[str]:
+    """Peak memory of a client training step for the models `labels` (of `STEP_MODELS`),
+    measured once and kept in STORE/`MEMORY_FILE` (measured now when missing and `measure`
+    is true)."""
     import json  # noqa: PLC0415
 
     path = store / MEMORY_FILE
     known = json.loads(path.read_text()) if path.exists() else {}
-    missing = [m for m in MODELS.values() if m not in known]
+    missing = [m for m in labels if m not in known]
     if missing and measure:
-        known.update({m: step_peak_bytes(m) for m in missing})
+        for label in missing:
+            name, options, shape = STEP_MODELS[label]
+            known[label] = step_peak_bytes(name, input_shape=shape, options=options)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(known, indent=1))
-    if not known:
+    text = ", ".join(f"{m} {known[m] / 1e6:.1f} MB" for m in labels if m in known)
+    if not text:
         return []
-    text = ", ".join(f"{m} {known[m] / 1e6:.1f} MB" for m in MODELS.values() if m in known)
-    return [f"Peak memory of one client training step (batch 32, 28x28, growth of the peak RSS over a step "
-            f"after a warm-up step; `deqfl.experiments.reproduce.step_memory`): {text}.", ""]
+    return [f"Peak memory of one client training step (batch 32, at the data set's image size, growth of the peak "
+            f"RSS over a step after a warm-up step; `deqfl.experiments.reproduce.step_memory`): {text}.", ""]
 
 
 def section_e5(results: list[dict[str, Any]], store: Path | None = None, measure: bool = True) -> list[str]:
@@ -184,7 +197,8 @@ def section_e5(results: list[dict[str, Any]], store: Path | None = None, measure
              "Mean, p10 and unseen: the last round; tiers: mean over the last "
              f"{TIER_ROUNDS} rounds; MB: shared parts only, up and down.", ""]
     if store is not None:
-        lines += memory_lines(store, measure)
+        labels = [model_label(dataset, m) for dataset in dict.fromkeys(d for d, _ in grouped) for m in MODELS]
+        lines += memory_lines(store, list(dict.fromkeys(labels)), measure)
     for (dataset, labels), methods in grouped.items():
         target = TARGETS.get((dataset, labels), 0.9)
         table, stats = cell_table(methods, target)
@@ -218,9 +232,11 @@ def protocol_lines(scale: PersonalScale = FULL) -> list[str]:
         "algorithm options at their defaults. Command: `deqfl reproduce --full --only E5 --data-dir "
         "mnist=../shared/data/mnist --data-dir fashion-mnist=../shared/data/fashion-mnist` (resumable; "
         "`--report-only` rebuilds this page).", "",
-        "CIFAR-10 is not part of E5 here: its models need their own learning-rate sweep first (two of ten DEQ clients "
-        "diverged at the MNIST rate) and a deq-cifar round of 10 clients takes minutes on one core (RESULTS.md, "
-        "CIFAR-10); it needs a GPU.", "",
+        "CIFAR-10, one cell of 5 labels per client on seed 0 (`--with-cifar` or `--cifar-only`): the CIFAR protocol's "
+        "per-run settings (docs/CIFAR_PROTOCOL.md: 20 fixed local steps of batch 64, Adam with a cosine rate, crop-flip "
+        "augmentation, 120 rounds) with 100 clients, 10 a round, and the mixed fleet (strong cap 8, weak cap 2, half "
+        "each); mdeq-small-8 and cnn-w64 at the protocol's rates; target 70%. About 30-60 minutes a run with two "
+        "workers, some 10 machine-hours for its 14 runs.", "",
     ]
 
 

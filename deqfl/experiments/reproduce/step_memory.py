@@ -16,19 +16,22 @@ from __future__ import annotations
 import multiprocessing
 import os
 from pathlib import Path
+from typing import Any
 
 
 _THRESHOLD = "MALLOC_MMAP_THRESHOLD_"
 
 
-def step_peak_bytes(model: str, batch_size: int = 32, input_shape: tuple[int, int, int] = (1, 28, 28)) -> int:
-    """The peak-RSS growth (bytes) of one training step of `model` (module docstring)."""
+def step_peak_bytes(model: str, batch_size: int = 32, input_shape: tuple[int, int, int] = (1, 28, 28),
+                    options: dict[str, Any] | None = None) -> int:
+    """The peak-RSS growth (bytes) of one training step of `model` built with `options`
+    (module docstring)."""
     context = multiprocessing.get_context("spawn")
     saved = os.environ.get(_THRESHOLD)
     os.environ[_THRESHOLD] = "65536"  # read by glibc when the child starts
     try:
         with context.Pool(1) as pool:
-            return pool.apply(_measure, (model, batch_size, input_shape))
+            return pool.apply(_measure, (model, batch_size, input_shape, options or {}))
     finally:
         if saved is None:
             del os.environ[_THRESHOLD]
@@ -36,14 +39,14 @@ def step_peak_bytes(model: str, batch_size: int = 32, input_shape: tuple[int, in
             os.environ[_THRESHOLD] = saved
 
 
-def _measure(model_name: str, batch_size: int, input_shape: tuple[int, int, int]) -> int:
+def _measure(model_name: str, batch_size: int, input_shape: tuple[int, int, int], options: dict[str, Any]) -> int:
     import torch  # noqa: PLC0415
 
     from deqfl.models.registry import build_model  # noqa: PLC0415
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    model = build_model(model_name, input_shape).train()
+    model = build_model(model_name, input_shape, **options).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(batch_size, *input_shape)
     y = torch.randint(0, 10, (batch_size,))
