@@ -20,9 +20,9 @@ def register(subparsers) -> None:
     scale.add_argument("--quick", action="store_true", help="smoke test of the pipeline (default; not evidence)")
     scale.add_argument("--full", action="store_true", help="the real suite: MNIST + Fashion-MNIST, 3 seeds (tens of hours)")
     parser.add_argument(
-        "--only", default="T0,T1,E1,E2,E3,E4,E1F,E2B",
+        "--only", default="T0,T1,E1,E2,E3,E4,E1F,E2B,E2W",
         help="comma-separated experiments, e.g. E1,E3 (the sweeps T0, learning rates, and T1, "
-        "fusion parameters, run in --full only; E1F: E1 at more widths, E2B: E2 where budgets bind; E5, personalisation, only when named: its section goes to STORE/E5.md)",
+        "fusion parameters, run in --full only; E1F: E1 at more widths, E2B: E2 where budgets bind; E2W: warm starts and correction training on E2B's cell; E5, personalisation, only when named: its section goes to STORE/E5.md)",
     )
     parser.add_argument(
         "--datasets", default=None, metavar="NAMES",

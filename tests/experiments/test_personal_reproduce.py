@@ -131,7 +131,7 @@ def test_cli_names_e5_and_writes_its_section(tmp_path, capsys):
     written = (store / "E5.md").read_text()
     assert "No E5 run stored." in written and f"0 of {len(build_e5(QUICK))} E5 runs stored." in written
     assert main(["reproduce", "--quick", "--only", "E6", "--report-only", "--out", str(tmp_path / "out")]) != 0
-    assert "valid choices: T0, T1, E1, E2, E3, E4, E1F, E2B, E5" in capsys.readouterr().err
+    assert "valid choices: T0, T1, E1, E2, E3, E4, E1F, E2B, E2W, E5" in capsys.readouterr().err
 
 
 def test_step_memory_grows_with_the_batch():

@@ -68,8 +68,8 @@ def test_suite_is_well_formed():
 def test_full_suite_sweeps_first_then_runs_whole_experiments_with_the_chosen_rates():
     full = build_suite(FULL)
     tables = [(s.experiment, s.dataset) for s in full]
-    phase = {"T0": 0, "T1": 0, "E1": 1, "E2": 1, "E3": 2, "E2B": 3, "E1F": 3}
-    assert tables == sorted(tables, key=lambda t: phase[t[0]])  # sweeps, E1/E2, E3, E2B/E1F
+    phase = {"T0": 0, "T1": 0, "E1": 1, "E2": 1, "E3": 2, "E2B": 3, "E2W": 3, "E1F": 3}
+    assert tables == sorted(tables, key=lambda t: phase[t[0]])  # sweeps, E1/E2, E3, E2B/E2W/E1F
     starts = {t: tables.index(t) for t in dict.fromkeys(tables)}
     assert starts[("E1", "fashion-mnist")] > starts[("E2", "mnist")]  # a data set's headline tables together
     for table, first in starts.items():  # every seed of a table before the next table
@@ -340,6 +340,21 @@ def test_suite_adds_frontier_widths_and_binding_budgets_without_touching_older_r
     assert drop.sampling.min_forward_cap == E2B_CAPS[0]
     heterofl = load_config(None, list(next(s for s in binding if s.method == "cnn-heterofl").overrides))
     assert heterofl.fusion.aggregator == "heterofl" and min(t.width for t in heterofl.fleet.tiers) == 0.5
+
+
+def test_e2w_runs_are_e2b_all_strong_plus_warm_starts_or_correction():
+    from deqfl.experiments.reproduce.suite import E2W_PLAIN, E2W_VARIANTS  # noqa: PLC0415
+
+    full = build_suite(FULL)
+    plain = {s.seed: s for s in full if (s.experiment, s.method, s.group) == E2W_PLAIN}
+    variants = [s for s in full if s.experiment == "E2W"]
+    assert len(variants) == len(E2W_VARIANTS) * 3 and {s.dataset for s in variants} == {"fashion-mnist"}
+    for spec in variants:
+        assert set(spec.overrides) - set(plain[spec.seed].overrides) == set(E2W_VARIANTS[spec.method])
+        assert set(plain[spec.seed].overrides) <= set(spec.overrides)  # the same run but for the variant
+        train = load_config(None, list(spec.overrides)).train
+        assert train.warm_start == ("warm" in spec.method)
+        assert (train.fixed_point_correction > 0) == ("correction" in spec.method)
 
 
 def test_select_keeps_the_chosen_data_sets_and_seeds(tmp_path, capsys):

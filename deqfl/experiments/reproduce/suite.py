@@ -30,6 +30,11 @@
   solves need more iterations than E2's, under caps 16 (strong) and 4 (weak, a quarter):
   quality fusion, FedAvg and drop-weak on the mixed fleet, FedAvg on the all-strong and
   all-weak fleets, and the CNN under HeteroFL on the mixed fleet.
+- E2W warm starts and correction training: E2B's looser cell on its all-strong fleet (cap
+  16, where solves grow to 10-14 iterations as training goes on) with warm starts
+  (`train.warm_start`), fixed-point correction training (`train.fixed_point_correction`,
+  `E2W_CORRECTION`) and both; the plain run is E2B's all-strong deq-fedavg, read from E2B
+  rather than run twice.
 
 `--quick` is a smoke test of the pipeline (MNIST, one seed, small fleet, few rounds,
 a training subset); `--full` is the evidence (MNIST and Fashion-MNIST, 3 seeds, 20
@@ -37,7 +42,7 @@ clients, 20 rounds). `--with-cifar` adds the CIFAR-10 protocol after them, one s
 (`cifar_protocol`, docs/CIFAR_PROTOCOL.md).
 
 Runs are listed table by table: T0 and T1; then E1 and E2 (with E4) on each data set in turn;
-then E3 on each data set; then E2B and E1F on each data set; every seed of a table before
+then E3 on each data set; then E2B, E2W and E1F on each data set; every seed of a table before
 the next table. A suite stopped
 part-way thus has whole tables (all seeds) for the headline claims first, rather than one
 seed of everything.
@@ -52,7 +57,7 @@ from dataclasses import dataclass, field
 from deqfl.errors import ConfigError
 from deqfl.experiments.config import DataSection
 
-EXPERIMENTS = ("T0", "T1", "E1", "E2", "E3", "E4", "E1F", "E2B")
+EXPERIMENTS = ("T0", "T1", "E1", "E2", "E3", "E4", "E1F", "E2B", "E2W")
 TARGETS = {"mnist": 0.98, "fashion-mnist": 0.85, "cifar10": 0.60}
 MODELS = {
     "mnist": {"deq": "deq-mnist", "cnn": "cnn-small", "resnet": "resnet-small", "unrolled": "unrolled-mnist"},
@@ -161,9 +166,9 @@ def build_suite(scale: SuiteScale, only: tuple[str, ...] = EXPERIMENTS, with_cif
         runs += _sweep(scale)
     if "T1" in only and scale.sweep_rounds:
         runs += _fusion_sweep(scale)
-    builders = {"E1": _e1, "E2": _e2, "E3": _e3, "E1F": _e1f, "E2B": _e2b}
+    builders = {"E1": _e1, "E2": _e2, "E3": _e3, "E1F": _e1f, "E2B": _e2b, "E2W": _e2w}
     wanted = set(only) | ({"E2"} if "E4" in only else set())
-    for phase in (("E1", "E2"), ("E3",), ("E2B", "E1F")):
+    for phase in (("E1", "E2"), ("E3",), ("E2B", "E2W", "E1F")):
         for dataset in datasets:
             for experiment in phase:
                 if experiment not in wanted:
@@ -358,3 +363,25 @@ def _e2b(dataset: str, seed: int, common: tuple[str, ...]) -> list[RunSpec]:
         ), "mixed"),
         RunSpec("E2B", "deq-fedavg", dataset, seed, deq + (fleet["all-weak"],) + fedavg, "all-weak"),
     ]
+
+
+# E2W: warm starts and fixed-point correction training on E2B's cell and all-strong fleet.
+E2W_CORRECTION = 1.0
+"""The correction loss's weight (`train.fixed_point_correction`), at the default two
+intermediate points (steps 5 and 10 of cap 16)."""
+E2W_VARIANTS = {
+    "deq-warm": ("train.warm_start=true",),
+    "deq-correction": (f"train.fixed_point_correction={E2W_CORRECTION}",),
+    "deq-warm-correction": ("train.warm_start=true", f"train.fixed_point_correction={E2W_CORRECTION}"),
+}
+E2W_PLAIN = ("E2B", "deq-fedavg", "all-strong")
+"""E2W's plain run, read from E2B: (experiment, method, group)."""
+
+
+def _e2w(dataset: str, seed: int, common: tuple[str, ...]) -> list[RunSpec]:
+    if dataset not in E2B_DATASETS:
+        return []
+    deq = common + _model(MODELS[dataset]["deq"]) + (_options_override({"max_norm": E2B_MAX_NORM}),)
+    strong = (_tiers(*FLEETS["all-strong"], caps=E2B_CAPS), "fusion.weighting=examples")
+    return [RunSpec("E2W", method, dataset, seed, deq + strong + extra, "all-strong")
+            for method, extra in E2W_VARIANTS.items()]
