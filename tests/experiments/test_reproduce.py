@@ -350,11 +350,16 @@ def test_e2w_runs_are_e2b_all_strong_plus_warm_starts_or_correction():
     variants = [s for s in full if s.experiment == "E2W"]
     assert len(variants) == len(E2W_VARIANTS) * 3 and {s.dataset for s in variants} == {"fashion-mnist"}
     for spec in variants:
-        assert set(spec.overrides) - set(plain[spec.seed].overrides) == set(E2W_VARIANTS[spec.method])
-        assert set(plain[spec.seed].overrides) <= set(spec.overrides)  # the same run but for the variant
-        train = load_config(None, list(spec.overrides)).train
-        assert train.warm_start == ("warm" in spec.method)
-        assert (train.fixed_point_correction > 0) == ("correction" in spec.method)
+        cap, extra = E2W_VARIANTS[spec.method]
+        fleet = {o for o in spec.overrides if o.startswith("fleet.tiers=")}
+        plain_fleet = {o for o in plain[spec.seed].overrides if o.startswith("fleet.tiers=")}
+        assert set(spec.overrides) - set(plain[spec.seed].overrides) - fleet == set(extra)
+        assert set(plain[spec.seed].overrides) - plain_fleet <= set(spec.overrides)  # the same run but for the variant
+        config = load_config(None, list(spec.overrides))
+        assert [t.forward_cap for t in config.fleet.tiers] == [cap] and cap in (16, 4)
+        assert (fleet == plain_fleet) == (cap == 16)
+        assert config.train.warm_start == ("warm" in spec.method)
+        assert (config.train.fixed_point_correction > 0) == ("correction" in spec.method)
 
 
 def test_select_keeps_the_chosen_data_sets_and_seeds(tmp_path, capsys):
@@ -374,3 +379,30 @@ def test_select_keeps_the_chosen_data_sets_and_seeds(tmp_path, capsys):
     assert "--seeds" in capsys.readouterr().err
     assert main(["reproduce", "--full", "--report-only", "--only", "E1F", "--datasets", "mnist", "--seeds", "0",
                  "--store", str(tmp_path / "s"), "--out", str(tmp_path / "o")]) == 0
+
+
+def test_e2w_section_answers_the_iteration_target_against_e2b_plain_run(tmp_path):
+    store = tmp_path / "store"
+    # (experiment, method, final, iterations per step, anytime curve)
+    plain_curve = {"1": 0.70, "2": 0.80, "4": 0.84, "8": 0.86, "16": 0.86}
+    for experiment, method, final, iterations, curve in (
+        ("E2B", "deq-fedavg", 0.86, 12.0, plain_curve),
+        ("E2W", "deq-warm", 0.858, 5.0, plain_curve),                                               # x2.4, -0.2 pt
+        ("E2W", "deq-cap4", 0.83, 4.0, plain_curve),
+        ("E2W", "deq-correction", 0.85, 12.0, {"1": 0.80, "2": 0.856, "4": 0.85, "8": 0.85, "16": 0.85}),  # -1 pt
+    ):
+        spec, summary, rounds = _fake(RunSpec(experiment, method, "fashion-mnist", 0, (method,), "all-strong"), final, curve)
+        for row in rounds:
+            row["clients"] = [{"tier": "strong", "weight": 0.5, "forward_cap": 16, "iterations": iterations}] * 2
+        save_result(store, spec, summary, rounds)
+    text = build_report(load_results(store), tmp_path / "out", "t").read_text()
+    section = text.split("## E2W")[1].split("\n## ")[0]
+    plain = next(line for line in section.splitlines() if line.startswith("| deq-plain"))
+    assert "| 16 | 86.00 | 12.0 | 12.0 |" in plain and plain.endswith("| 8 | 1 |")  # equal K: 8 reaches 86 - 0.5
+    assert ("deq-warm: final accuracy -0.20 pt; training iterations x2.40 fewer; inference budget for deq-plain's "
+            "accuracy x1.00 smaller: **holds** (one seed)") in section
+    # correction: K=2 reaches plain's accuracy (x4 smaller), but its final accuracy is 1 point lower
+    assert "deq-correction: final accuracy -1.00 pt; training iterations x1.00 fewer; inference budget for " \
+           "deq-plain's accuracy x4.00 smaller: **does not hold**" in section
+    assert "- Control deq-cap4 (neither warm starts nor correction): final accuracy -3.00 pt; training iterations " \
+           "x3.00 fewer." in section

@@ -33,6 +33,7 @@ from deqfl.experiments.reproduce.suite import (  # noqa: E402
     TARGETS,
     width_label,
 )
+from deqfl.experiments.reproduce.warm_report import section_e2w  # noqa: E402
 from deqfl.experiments.results import atomic_write_text, json_safe  # noqa: E402
 from deqfl.models.registry import model_options  # noqa: E402
 
@@ -347,8 +348,8 @@ def build_report(results: list[dict[str, Any]], out: Path, title: str, preamble:
         "Values are mean ± sample standard deviation over seeds; the `seeds` column says how many "
         "each row rests on.", "",
     ]
-    for section in (section_t0, section_t1, section_e1, section_frontier, section_e2, section_e2b, section_e3,
-                    section_e4):
+    for section in (section_t0, section_t1, section_e1, section_frontier, section_e2, section_e2b, section_e2w,
+                    section_e3, section_e4):
         lines += section(results, out)
     lines += cifar_protocol.sweep_section(results)
     report = out / "report.md"

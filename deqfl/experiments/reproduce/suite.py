@@ -33,8 +33,9 @@
 - E2W warm starts and correction training: E2B's looser cell on its all-strong fleet (cap
   16, where solves grow to 10-14 iterations as training goes on) with warm starts
   (`train.warm_start`), fixed-point correction training (`train.fixed_point_correction`,
-  `E2W_CORRECTION`) and both; the plain run is E2B's all-strong deq-fedavg, read from E2B
-  rather than run twice.
+  `E2W_CORRECTION`) and both; and at a quarter of the cap (4) with and without correction
+  training. The plain run at cap 16 is E2B's all-strong deq-fedavg, read from E2B rather
+  than run twice.
 
 `--quick` is a smoke test of the pipeline (MNIST, one seed, small fleet, few rounds,
 a training subset); `--full` is the evidence (MNIST and Fashion-MNIST, 3 seeds, 20
@@ -368,20 +369,26 @@ def _e2b(dataset: str, seed: int, common: tuple[str, ...]) -> list[RunSpec]:
 # E2W: warm starts and fixed-point correction training on E2B's cell and all-strong fleet.
 E2W_CORRECTION = 1.0
 """The correction loss's weight (`train.fixed_point_correction`), at the default two
-intermediate points (steps 5 and 10 of cap 16)."""
-E2W_VARIANTS = {
-    "deq-warm": ("train.warm_start=true",),
-    "deq-correction": (f"train.fixed_point_correction={E2W_CORRECTION}",),
-    "deq-warm-correction": ("train.warm_start=true", f"train.fixed_point_correction={E2W_CORRECTION}"),
+intermediate points (steps floor(cap / 3) and floor(2 cap / 3))."""
+_WARM, _CORRECTION = "train.warm_start=true", f"train.fixed_point_correction={E2W_CORRECTION}"
+E2W_VARIANTS: dict[str, tuple[int, tuple[str, ...]]] = {
+    "deq-warm": (E2B_CAPS[0], (_WARM,)),
+    "deq-correction-cap4": (E2B_CAPS[1], (_CORRECTION,)),
+    "deq-cap4": (E2B_CAPS[1], ()),
+    "deq-correction": (E2B_CAPS[0], (_CORRECTION,)),
+    "deq-warm-correction": (E2B_CAPS[0], (_WARM, _CORRECTION)),
 }
+"""E2W's runs: (training cap, overrides). At E2B's strong cap 16: warm starts, correction
+training, both; at a quarter of it (4): correction training and its plain control, i.e.
+whether correction training lets the DEQ train at a quarter of the budget."""
 E2W_PLAIN = ("E2B", "deq-fedavg", "all-strong")
-"""E2W's plain run, read from E2B: (experiment, method, group)."""
+"""E2W's plain run at cap 16, read from E2B: (experiment, method, group)."""
 
 
 def _e2w(dataset: str, seed: int, common: tuple[str, ...]) -> list[RunSpec]:
     if dataset not in E2B_DATASETS:
         return []
     deq = common + _model(MODELS[dataset]["deq"]) + (_options_override({"max_norm": E2B_MAX_NORM}),)
-    strong = (_tiers(*FLEETS["all-strong"], caps=E2B_CAPS), "fusion.weighting=examples")
-    return [RunSpec("E2W", method, dataset, seed, deq + strong + extra, "all-strong")
-            for method, extra in E2W_VARIANTS.items()]
+    return [RunSpec("E2W", method, dataset, seed, deq + (_tiers(*FLEETS["all-strong"], caps=(cap, cap)),
+                                                        "fusion.weighting=examples") + extra, "all-strong")
+            for method, (cap, extra) in E2W_VARIANTS.items()]

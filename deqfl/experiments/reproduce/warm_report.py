@@ -1,0 +1,138 @@
+"""E2W's section of the report: warm starts and fixed-point correction training against
+the plain run on E2B's looser cell (`suite.E2W_VARIANTS`, plain run `suite.E2W_PLAIN`).
+
+Per variant, means over seeds:
+- final accuracy, and the accuracy of the final model at each inference budget K (the
+  anytime curve);
+- training forward iterations per step: each fused client's mean, averaged over clients
+  and all rounds, and over the last `LAST_ROUNDS` rounds alone (where the solves are longest);
+- the simulated compute seconds of the run (the clock charges each cell evaluation a
+  client actually made, correction points included);
+- "equal K": the smallest inference budget whose accuracy is within `EQUAL_POINTS` points
+  of the plain model's accuracy at the training cap.
+
+Target (issue 16): a variant cuts the forward iterations per training sample by at least
+2x at equal accuracy (final accuracy no more than `EQUAL_POINTS` below the plain run's);
+the section answers it from the training iterations, and from the inference budget K.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from deqfl.experiments.reproduce.analysis import Stat, stat
+from deqfl.experiments.reproduce.suite import E2B_CAPS, E2B_MAX_NORM, E2W_PLAIN, E2W_VARIANTS
+
+EXPERIMENT = "E2W"
+LAST_ROUNDS = 5
+EQUAL_POINTS = 0.5
+PLAIN = "deq-plain"
+
+
+def training_iterations(rounds: list[dict[str, Any]]) -> float | None:
+    """Mean forward iterations per training step over every fused client of `rounds`
+    (all tiers); None when no solve was recorded."""
+    values = [it for row in rounds for solves in (row.get("tier_solves") or {}).values() for it in solves["iterations"]]
+    return sum(values) / len(values) if values else None
+
+
+def training_cap(rounds: list[dict[str, Any]]) -> float | None:
+    """The mean forward cap of every fused client of `rounds`; None without solves."""
+    caps = [c for row in rounds for solves in (row.get("tier_solves") or {}).values() for c in solves["caps"]]
+    return sum(caps) / len(caps) if caps else None
+
+
+def equal_budget(anytime: dict[str, float], reference: float, points: float = EQUAL_POINTS) -> int | None:
+    """The smallest inference budget K whose accuracy is at least `reference` minus
+    `points` percentage points; None when none is."""
+    reached = [int(k) for k, acc in anytime.items() if acc >= reference - points / 100]
+    return min(reached) if reached else None
+
+
+def _runs(results: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """E2W's runs and their plain runs, by data set and then variant (PLAIN first)."""
+    grouped: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        if r["experiment"] == EXPERIMENT:
+            grouped[r["dataset"]][r["method"]].append(r)
+    for r in results:
+        if (r["experiment"], r["method"], r["group"]) == E2W_PLAIN and r["dataset"] in grouped:
+            grouped[r["dataset"]][PLAIN].append(r)
+    order = [PLAIN, *E2W_VARIANTS]
+    return {d: {m: methods[m] for m in sorted(methods, key=order.index)} for d, methods in grouped.items()}
+
+
+def _row_stats(runs: list[dict[str, Any]], cap_accuracy: float | None) -> dict[str, Stat]:
+    return {
+        "final": stat([r["summary"]["final_accuracy"] for r in runs]),
+        "cap": stat([training_cap(r["rounds"]) for r in runs]),
+        "iterations": stat([training_iterations(r["rounds"]) for r in runs]),
+        "last": stat([training_iterations(r["rounds"][-LAST_ROUNDS:]) for r in runs]),
+        "simulated": stat([r["summary"].get("simulated_seconds") for r in runs]),
+        "equal_k": stat([equal_budget(r["summary"]["anytime"], cap_accuracy) if r["summary"].get("anytime")
+                         and cap_accuracy is not None else None for r in runs]),
+    }
+
+
+def section_e2w(results: list[dict[str, Any]], out: Any = None) -> list[str]:
+    """E2W's markdown section (module docstring); empty when no E2W run is stored."""
+    grouped = _runs(results)
+    if not grouped:
+        return []
+    cap = E2B_CAPS[0]
+    lines = [f"## E2W warm starts and correction training (DEQ cell max_norm {E2B_MAX_NORM:g}, all-strong fleet, "
+             f"cap {cap})", "",
+             f"deq-plain is E2B's all-strong deq-fedavg run. Training iterations: each fused client's mean forward "
+             f"iterations per training step, over all rounds and the last {LAST_ROUNDS}; simulated seconds: the "
+             "clock's charge for the cell evaluations clients made; equal K: the smallest inference budget within "
+             f"{EQUAL_POINTS:g} point of deq-plain's accuracy at K={cap}. Means over seeds.", ""]
+    for dataset, methods in grouped.items():
+        plain = methods.get(PLAIN, [])
+        cap_accuracy = stat([r["summary"]["anytime"].get(str(cap)) for r in plain if r["summary"].get("anytime")]).mean
+        budgets = sorted({int(k) for runs in methods.values() for r in runs for k in (r["summary"].get("anytime") or {})})
+        stats = {m: _row_stats(runs, cap_accuracy) for m, runs in methods.items()}
+        header = ["method", "training cap", "final accuracy (%)", "training iterations (all rounds)",
+                  f"(last {LAST_ROUNDS} rounds)", "simulated s", *[f"K={b} (%)" for b in budgets], "equal K", "seeds"]
+        rows = []
+        for method, runs in methods.items():
+            s = stats[method]
+            rows.append([method, s["cap"].format(digits=0), s["final"].format(100), s["iterations"].format(digits=1), s["last"].format(digits=1),
+                         s["simulated"].format(digits=0),
+                         *[stat([(r["summary"].get("anytime") or {}).get(str(b)) for r in runs]).format(100, 1) for b in budgets],
+                         s["equal_k"].format(digits=0), str(len(runs))])
+        lines += [f"### {dataset}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+        lines += _verdicts(stats) + [""]
+    return lines
+
+
+def _verdicts(stats: dict[str, dict[str, Stat]]) -> list[str]:
+    """One line per variant: its training-iteration and inference-budget ratios against
+    deq-plain, and whether the 2x target holds at equal accuracy."""
+    plain = stats.get(PLAIN)
+    if plain is None or plain["iterations"].mean is None:
+        return ["- deq-plain (E2B's all-strong deq-fedavg) is not stored: no ratios."]
+    lines = []
+    for method, s in stats.items():
+        if method == PLAIN or s["iterations"].mean is None:
+            continue
+        delta = 100 * (s["final"].mean - plain["final"].mean)
+        equal = delta >= -EQUAL_POINTS
+        train_ratio = plain["iterations"].mean / s["iterations"].mean
+        k_ratio = (plain["equal_k"].mean / s["equal_k"].mean
+                   if plain["equal_k"].mean and s["equal_k"].mean else None)
+        best = max(train_ratio, k_ratio or 0.0)
+        holds = equal and best >= 2
+        seeds = min(s["final"].n, plain["final"].n)
+        if "warm" not in method and "correction" not in method:  # a control at a smaller cap
+            lines.append(f"- Control {method} (neither warm starts nor correction): final accuracy {delta:+.2f} pt; "
+                         f"training iterations x{train_ratio:.2f} fewer.")
+            continue
+        lines.append(
+            f"- Target (>= 2x fewer forward iterations at equal accuracy), {method}: final accuracy {delta:+.2f} pt; "
+            f"training iterations x{train_ratio:.2f} fewer; inference budget for deq-plain's accuracy "
+            + (f"x{k_ratio:.2f} smaller" if k_ratio is not None else "n/a")
+            + f": **{'holds' if holds else 'does not hold'}** ({'one seed' if seeds == 1 else f'{seeds} seeds'})."
+        )
+    return lines
