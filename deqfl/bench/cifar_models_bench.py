@@ -41,10 +41,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 from torch.nn import functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from deqfl.deq import solver_budget
 from deqfl.models import build_model, find_deq, parameter_count, serialized_bytes
+from deqfl.models.macs import cell_macs, training_macs, training_step
 
 SHAPE = (3, 32, 32)
 MODELS: dict[str, dict[str, Any]] = {
@@ -85,46 +85,16 @@ def _build(key: str) -> torch.nn.Module:
     return build_model(name, SHAPE, 10, **(options or {}))
 
 
-def _step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer, cap: int | None) -> float:
-    """One SGD step (forward at `cap` with tolerance 0 for a DEQ); returns its mean forward iterations."""
-    with solver_budget(model, forward_cap=cap, tol=0.0 if cap else None) as solves:
-        loss = F.cross_entropy(model(x), y)
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    return solves.mean_iterations
-
-
-def training_macs(model: torch.nn.Module, cap: int | None, batch: int = 2) -> float:
-    """Multiply-accumulates of one training step per sample (FlopCounterMode / 2 / batch)."""
-    x, y = torch.randn(batch, *SHAPE), torch.arange(batch) % 10
-    counter = FlopCounterMode(display=False)
-    with counter:
-        _step(model, x, y, torch.optim.SGD(model.parameters(), lr=0.0), cap)
-    return counter.get_total_flops() / 2 / batch
-
-
-def cell_macs(model: torch.nn.Module) -> float:
-    """Multiply-accumulates of one cell evaluation on one sample."""
-    deq = find_deq(model)
-    with torch.no_grad():
-        u = deq.inject(model.stem(torch.randn(1, *SHAPE)))
-        counter = FlopCounterMode(display=False)
-        with counter:
-            deq.cell(deq.initial_state(u), u)
-    return counter.get_total_flops() / 2
-
-
 def seconds_per_sample(model: torch.nn.Module, batch: int, cap: int | None, steps: int) -> tuple[float, float]:
     """(wall, CPU) seconds of one training step per sample, medians of `steps` steps."""
     x = torch.randn(batch, *SHAPE, generator=torch.Generator().manual_seed(1))
     y = torch.arange(batch) % 10
     opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: every step the same work
-    _step(model, x, y, opt, cap)
+    training_step(model, x, y, opt, cap)
     wall, cpu = [], []
     for _ in range(steps):
         start, start_cpu = time.perf_counter(), time.process_time()
-        _step(model, x, y, opt, cap)
+        training_step(model, x, y, opt, cap)
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     return statistics.median(wall) / batch, statistics.median(cpu) / batch
@@ -142,12 +112,12 @@ def measure(key: str, caps: list[int], batches: list[int], steps: int) -> dict[s
     deq = find_deq(model)
     row: dict[str, Any] = {"params": parameter_count(model), "bytes": serialized_bytes(model)}
     settings = [(f"cap{c}", c) for c in caps] if deq is not None else [("explicit", None)]
-    row["macs_per_sample"] = {label: training_macs(model, cap) for label, cap in settings}
+    row["macs_per_sample"] = {label: training_macs(model, SHAPE, cap) for label, cap in settings}
     timings = {label: {str(b): seconds_per_sample(model, b, cap, steps) for b in batches} for label, cap in settings}
     row["seconds_per_sample"] = {label: {b: t[0] for b, t in by_batch.items()} for label, by_batch in timings.items()}
     row["cpu_seconds_per_sample"] = {label: {b: t[1] for b, t in by_batch.items()} for label, by_batch in timings.items()}
     if deq is not None:
-        row["cell_macs"] = cell_macs(model)
+        row["cell_macs"] = cell_macs(model, SHAPE)
         row["iterations_at_init"] = iterations_at_init(model)
     return row
 
@@ -161,7 +131,7 @@ def train_central(key: str, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tens
     iterations, start = [], time.perf_counter()
     for _ in range(steps):
         idx = torch.randint(len(x), (batch,), generator=generator)
-        iterations.append(_step(model, x[idx], y[idx], opt, None))
+        iterations.append(training_step(model, x[idx], y[idx], opt, None))
     row: dict[str, Any] = {"train_seconds": time.perf_counter() - start}
     if find_deq(model) is not None:
         row["mean_train_iterations"] = statistics.mean(iterations[len(iterations) // 2:])

@@ -231,18 +231,23 @@ def test_frontier_section_places_each_deq_width_against_the_explicit_points(tmp_
         ("E1", "resnet", "", "resnet-small", 0.87, 2.0), ("E1", "unrolled", "", "unrolled-mnist", 0.99, 6.0),
     ]
     for experiment, family, group, model, final, mb in points:
-        save_result(store, *_fake_frontier(RunSpec(experiment, family, "fashion-mnist", 0, (group,), group),
+        options = ("model.options={" + group.replace("-", ", ").replace("=", "=[" if "-" in group else "=")
+                   + ("]" if "-" in group else "") + "}",) if group else ()
+        overrides = ("data.dataset=fashion-mnist", f"model.name={model}", "fleet.preset=homogeneous") + options
+        save_result(store, *_fake_frontier(RunSpec(experiment, family, "fashion-mnist", 0, overrides, group),
                                            model, final, mb))
     text = build_report(load_results(store), tmp_path / "out", "t").read_text()
     section = text.split("## E1F frontiers")[1].split("\n## ")[0]
     rows = [line for line in section.splitlines() if line.startswith("| deq") or line.startswith("| cnn")]
     assert [r.split(" | ")[1] for r in rows] == ["channels=8", "channels=16", "channels=32",
                                                  "widths=8-16", "widths=16-32", "widths=32-64"]  # E1's width named
-    assert "| 0.600 | 3.0 | 1.80 | 85.00 | 1 |" in rows[1]  # MB per round, rounds and MB to target
+    assert "| 0.600 | 3.0 | 1.80 | 16.94 (at cap 16) | 85.00 | 1 |" in rows[1]  # MB, rounds, MB to target, MACs
+    assert "| 0.81 | 85.50 |" in rows[3]  # cnn widths 8-16 on 28x28: 0.81 M MACs (the count is tested in test_cifar_bench)
     assert "unrolled" not in section
     lines = {line.split(" (")[0]: line for line in section.splitlines() if line.startswith("- deq")}
     # 16 channels: the 0.7 MB CNN is within 1 point (0.5 pt better) but sends more; no explicit model is as small
     assert "smaller than every explicit model" in lines["- deq channels=16"]
+    assert "MACs per training sample x" in lines["- deq channels=16"] and "(at cap 16: an upper bound)" in lines["- deq channels=16"]
     assert "the smallest, cnn widths=8-16, sends x1.17 its bytes per round and ends +0.50 pt" in lines["- deq channels=16"]
     assert "smallest explicit model at most 1 point below it is cnn widths=8-16 (-0.50 pt for the DEQ" in lines["- deq channels=16"]
     assert "x0.86" in lines["- deq channels=16"]  # 0.6 / 0.7 MB per round

@@ -2,7 +2,9 @@
 
 import json
 
-from deqfl.bench.cifar_models_bench import _build, cell_macs, training_macs
+from deqfl.bench.cifar_models_bench import SHAPE, _build
+from deqfl.models import build_model
+from deqfl.models.macs import cell_macs, macs_at_iterations, training_macs
 from deqfl.cli.main import main
 
 
@@ -10,14 +12,24 @@ def test_explicit_training_macs_are_three_forwards_less_the_first_input_gradient
     w1, w2 = 8, 16
     conv1, conv2, head = 32 * 32 * 27 * w1, 16 * 16 * 9 * w1 * w2, w2 * 64 * 10
     # backward: weight gradients of all three, input gradients of conv2 and the head (not of the image)
-    assert training_macs(_build("cnn-small/8-16"), None) == 3 * (conv1 + conv2 + head) - conv1
+    assert training_macs(_build("cnn-small/8-16"), SHAPE, None) == 3 * (conv1 + conv2 + head) - conv1
 
 
 def test_deq_training_macs_grow_by_one_cell_evaluation_per_iteration():
     model = _build("mdeq-tiny-8")
-    per_cell = cell_macs(model)
-    extra = training_macs(model, 12) - training_macs(model, 4)
+    per_cell = cell_macs(model, SHAPE)
+    extra = training_macs(model, SHAPE, 12) - training_macs(model, SHAPE, 4)
     assert 8 * per_cell <= extra <= 1.1 * 8 * per_cell  # Anderson's mixing and small solves add a little
+
+
+def test_macs_at_mean_iterations_interpolate_the_capped_counts():
+    model, shape = build_model("deq-mnist"), (1, 28, 28)
+    per_cell = cell_macs(model, shape)
+    assert macs_at_iterations(model, shape, 1.0) == training_macs(model, shape, 1)
+    assert macs_at_iterations(model, shape, 3.5) == training_macs(model, shape, 1) + 2.5 * per_cell
+    assert abs(macs_at_iterations(model, shape, 6.0) - training_macs(model, shape, 6)) <= 0.05 * per_cell * 6
+    cnn = build_model("cnn-small")
+    assert macs_at_iterations(cnn, shape, None) == training_macs(cnn, shape, None)
 
 
 def test_bench_writes_its_figures(tmp_path):

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from deqfl.experiments.reproduce import cifar_protocol  # noqa: E402
 from deqfl.experiments.reproduce.analysis import Stat, mb_to_target, rounds_to_target, stat, within_spread  # noqa: E402
+from deqfl.experiments.reproduce.compute import run_macs  # noqa: E402
 from deqfl.experiments.reproduce.suite import (  # noqa: E402
     E2_ALPHA,
     E2B_CAPS,
@@ -380,6 +381,17 @@ class FrontierPoint:
     to_target: Stat
     rounds: Stat
     seeds: int
+    macs: float | None = None
+    """Multiply-accumulates per training sample (mean over seeds; `compute.run_macs`)."""
+    macs_how: str = ""
+    """How `macs` was counted: "explicit", "measured" (a DEQ at its mean forward
+    iterations) or "at cap C" (a DEQ with no recorded solves: an upper bound)."""
+
+    @property
+    def macs_text(self) -> str:
+        if self.macs is None:
+            return "n/a"
+        return f"{self.macs / 1e6:.2f}" + ("" if self.macs_how in ("explicit", "measured") else f" ({self.macs_how})")
 
     @property
     def label(self) -> str:
@@ -399,12 +411,24 @@ def frontier_points(results: list[dict[str, Any]], dataset: str) -> list[Frontie
             family, width, runs[0]["summary"].get("parameters", "n/a"),
             stat([_round_mb(r) for r in runs]).mean or 0.0, _final(runs),
             stat([mb_to_target(r["rounds"], target) for r in runs]),
-            stat([rounds_to_target(r["rounds"], target) for r in runs]), len(runs),
+            stat([rounds_to_target(r["rounds"], target) for r in runs]), len(runs), *_macs(runs),
         )
         for (family, width), runs in groups.items()
     ]
     order = {f: i for i, f in enumerate(FRONTIER_FAMILIES)}
     return sorted(points, key=lambda p: (order[p.family], p.mb_per_round))
+
+
+def _macs(runs: list[dict[str, Any]]) -> tuple[float | None, str]:
+    """Mean MACs per training sample over `runs` and how they were counted: measured where
+    any run recorded its solves (those runs only), else the first run's way."""
+    counted = [run_macs(r) for r in runs if r.get("overrides")]
+    if not counted:
+        return None, ""
+    measured = [m for m, how in counted if how == "measured"]
+    if measured:
+        return sum(measured) / len(measured), "measured"
+    return sum(m for m, _ in counted) / len(counted), counted[0][1]
 
 
 def _round_mb(run: dict[str, Any]) -> float | None:
@@ -444,6 +468,9 @@ def deq_position(deq: FrontierPoint, explicit: list[FrontierPoint]) -> str:
                   f"DEQ bytes per round x{deq.mb_per_round / e.mb_per_round:.2f}")
         if deq.to_target.mean is not None and e.to_target.mean is not None:
             where += f", MB to target x{deq.to_target.mean / e.to_target.mean:.2f} ({_spread_word(deq.to_target, e.to_target)})"
+        if deq.macs and e.macs:
+            where += f", MACs per training sample x{deq.macs / e.macs:.2f}" + (
+                f" ({deq.macs_how}: an upper bound)" if deq.macs_how.startswith("at cap") else "")
         where += ")"
     else:
         where += "; every explicit model ends more than 1 point below it"
@@ -458,15 +485,18 @@ def section_frontier(results: list[dict[str, Any]], out: Path) -> list[str]:
         return []
     lines = ["## E1F frontiers (E1's protocol at three widths per family)", "",
              "E1's row of each family plus E1F's two widths, at the family's learning rate (tuned "
-             "by T0 at E1's width only). The `seeds` column says how many seeds each point rests on.", ""]
+             "by T0 at E1's width only). The `seeds` column says how many seeds each point rests on. "
+             "M MACs per training sample: multiply-accumulates of one training step (forward, loss, backward; "
+             "`deqfl.models.macs`), for a DEQ at its measured mean forward iterations per training step, or "
+             "at its training cap (an upper bound) for runs stored without per-client solves.", ""]
     for dataset in datasets:
         points = frontier_points(results, dataset)
         target = TARGETS.get(dataset, 0.9)
         rows = [[p.family, p.width, f"{p.parameters}", f"{p.mb_per_round:.3f}", p.rounds.format(digits=1),
-                 p.to_target.format(digits=2), p.final.format(100), str(p.seeds)] for p in points]
+                 p.to_target.format(digits=2), p.macs_text, p.final.format(100), str(p.seeds)] for p in points]
         lines += [f"### {dataset} (target {100 * target:.0f}%)", ""]
         lines += _table(["family", "width", "parameters", "MB per round", "rounds to target", "MB to target",
-                         "final accuracy (%)", "seeds"], rows)
+                         "M MACs per training sample", "final accuracy (%)", "seeds"], rows)
         explicit = [p for p in points if p.family != "deq"]
         lines += [f"- {deq_position(p, explicit)}" for p in points if p.family == "deq"] + [""]
         plot = _plot_frontier(points, out / f"e1f_{dataset}_frontier.png", dataset)

@@ -22,25 +22,13 @@ from collections import defaultdict
 from typing import Any
 
 from deqfl.experiments.reproduce.analysis import Stat, stat
+from deqfl.experiments.reproduce.compute import training_cap, training_iterations
 from deqfl.experiments.reproduce.suite import E2B_CAPS, E2B_MAX_NORM, E2W_PLAIN, E2W_VARIANTS
 
 EXPERIMENT = "E2W"
 LAST_ROUNDS = 5
 EQUAL_POINTS = 0.5
 PLAIN = "deq-plain"
-
-
-def training_iterations(rounds: list[dict[str, Any]]) -> float | None:
-    """Mean forward iterations per training step over every fused client of `rounds`
-    (all tiers); None when no solve was recorded."""
-    values = [it for row in rounds for solves in (row.get("tier_solves") or {}).values() for it in solves["iterations"]]
-    return sum(values) / len(values) if values else None
-
-
-def training_cap(rounds: list[dict[str, Any]]) -> float | None:
-    """The mean forward cap of every fused client of `rounds`; None without solves."""
-    caps = [c for row in rounds for solves in (row.get("tier_solves") or {}).values() for c in solves["caps"]]
-    return sum(caps) / len(caps) if caps else None
 
 
 def equal_budget(anytime: dict[str, float], reference: float, points: float = EQUAL_POINTS) -> int | None:
