@@ -118,8 +118,12 @@ def test_section_answers_the_targets_from_fabricated_runs(tmp_path):
     stored = [{**results[0], "run_id": expected[0].run_id}]
     written = write_e5(stored, tmp_path / "E5.md", expected).read_text()
     assert "deq-mnist 11.4 MB, cnn-small 5.1 MB" in written
-    assert "1 of 3 E5 runs stored, 1 worker-minutes (mean 1.0 a run, one worker); the other 2 would take about 0.0" in written
+    assert "1 of 3 E5 runs stored, 1 worker-minutes (mean 1.0 a run, one worker)." in written
+    assert "Still to run: mnist: 2 runs, about 0.0 worker-hours at its stored runs' mean." in written
     assert f"Not yet run: `{expected[1].run_id}`, `{expected[2].run_id}`." in written
+    with_cifar = expected + build_e5(QUICK, cifar=cifar_protocol.QUICK)[-1:]
+    written = write_e5(stored, tmp_path / "E5.md", with_cifar).read_text()
+    assert "cifar10: 1 runs, none stored to estimate from" in written
 
 
 def test_cli_names_e5_and_writes_its_section(tmp_path, capsys):

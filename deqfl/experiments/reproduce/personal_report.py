@@ -208,18 +208,25 @@ def section_e5(results: list[dict[str, Any]], store: Path | None = None, measure
 
 
 def status_lines(results: list[dict[str, Any]], expected: list[RunSpec]) -> list[str]:
-    """How many of the `expected` E5 runs are stored, their worker-minutes, the estimate
-    for the rest (their count times the stored runs' mean) and the runs still missing."""
+    """How many of the `expected` E5 runs are stored, their worker-minutes, an estimate for
+    the rest (per data set: its missing runs times its stored runs' mean; none for a data
+    set with no stored run) and the runs still missing."""
     stored = {r["run_id"]: r for r in results if r["experiment"] == EXPERIMENT}
     done = [stored[s.run_id] for s in expected if s.run_id in stored]
     missing = [s for s in expected if s.run_id not in stored]
     minutes = [r["summary"]["wall_seconds"] / 60 for r in done]
     lines = [f"{len(done)} of {len(expected)} E5 runs stored"
              + (f", {sum(minutes):.0f} worker-minutes (mean {sum(minutes) / len(minutes):.1f} a run, one worker)" if done else "")
-             + (f"; the other {len(missing)} would take about {len(missing) * sum(minutes) / len(minutes) / 60:.1f} "
-                "worker-hours more at that mean" if done and missing else "") + ".", ""]
+             + ".", ""]
+    estimates = []
+    for dataset in dict.fromkeys(s.dataset for s in missing):
+        count = sum(s.dataset == dataset for s in missing)
+        mine = [r["summary"]["wall_seconds"] / 60 for r in done if r["dataset"] == dataset]
+        estimates.append(f"{dataset}: {count} runs, about {count * sum(mine) / len(mine) / 60:.1f} worker-hours at its "
+                         "stored runs' mean" if mine else f"{dataset}: {count} runs, none stored to estimate from")
     if missing:
-        lines += ["Not yet run: " + ", ".join(f"`{s.run_id}`" for s in missing) + ".", ""]
+        lines += ["Still to run: " + "; ".join(estimates) + ".", "",
+                  "Not yet run: " + ", ".join(f"`{s.run_id}`" for s in missing) + ".", ""]
     return lines
 
 
