@@ -377,10 +377,12 @@ E2W_VARIANTS: dict[str, tuple[int, tuple[str, ...]]] = {
     "deq-cap4": (E2B_CAPS[1], ()),
     "deq-correction": (E2B_CAPS[0], (_CORRECTION,)),
     "deq-warm-correction": (E2B_CAPS[0], (_WARM, _CORRECTION)),
+    "deq-correction-w0.1-cap4": (E2B_CAPS[1], ("train.fixed_point_correction=0.1",)),
 }
 """E2W's runs: (training cap, overrides). At E2B's strong cap 16: warm starts, correction
 training, both; at a quarter of it (4): correction training and its plain control, i.e.
-whether correction training lets the DEQ train at a quarter of the budget."""
+whether correction training lets the DEQ train at a quarter of the budget; and correction
+at a tenth of the weight at cap 4 (added after the weight-1 run at cap 4 collapsed)."""
 E2W_PLAIN = ("E2B", "deq-fedavg", "all-strong")
 """E2W's plain run at cap 16, read from E2B: (experiment, method, group)."""
 
