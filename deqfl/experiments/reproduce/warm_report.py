@@ -51,12 +51,17 @@ def _runs(results: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, A
     return {d: {m: methods[m] for m in sorted(methods, key=order.index)} for d, methods in grouped.items()}
 
 
+def _present(values: list[float | None]) -> Stat:
+    """`stat` of the values that exist (a run whose rounds recorded no solve shows n/a)."""
+    return stat([v for v in values if v is not None])
+
+
 def _row_stats(runs: list[dict[str, Any]], cap_accuracy: float | None) -> dict[str, Stat]:
     return {
         "final": stat([r["summary"]["final_accuracy"] for r in runs]),
         "cap": stat([training_cap(r["rounds"]) for r in runs]),
-        "iterations": stat([training_iterations(r["rounds"]) for r in runs]),
-        "last": stat([training_iterations(r["rounds"][-LAST_ROUNDS:]) for r in runs]),
+        "iterations": _present([training_iterations(r["rounds"]) for r in runs]),
+        "last": _present([training_iterations(r["rounds"][-LAST_ROUNDS:]) for r in runs]),
         "simulated": stat([r["summary"].get("simulated_seconds") for r in runs]),
         "equal_k": stat([equal_budget(r["summary"]["anytime"], cap_accuracy) if r["summary"].get("anytime")
                          and cap_accuracy is not None else None for r in runs]),
