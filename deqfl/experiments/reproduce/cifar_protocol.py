@@ -76,9 +76,9 @@ HEADLINE = {"deq": "mdeq-small-8", "cnn": "cnn-w64"}
 explicit family HeteroFL can slice)."""
 
 SWEEP_LRS = (3e-4, 1e-3, 3e-3, 1e-2)
-LEARNING_RATES = {"deq": 3e-3, "resnet": 1e-3, "cnn": 1e-3}
-"""Adam's base rate per family: the best held-back accuracy of a short pre-sweep (5 rounds,
-4 clients a round; docs/CIFAR_PROTOCOL.md) until T0 (CIFAR) has run in the store."""
+LEARNING_RATES = {"deq": 3e-3, "resnet": 3e-3, "cnn": 1e-3}
+"""Adam's base rate per family: the best held-back accuracy of T0 (CIFAR) in the store
+(docs/results, 2026-12-02; the report's sweep table), for each family's middle model."""
 SGD_SWEEP_LRS = (0.01, 0.03, 0.1)
 SGD_LR = 0.03
 """FedNova assumes heavy-ball SGD clients, so its E3 run trains the DEQ with SGD (momentum
