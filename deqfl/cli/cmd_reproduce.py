@@ -32,6 +32,10 @@ def register(subparsers) -> None:
         "--seeds", default=None, metavar="SEEDS",
         help="comma-separated seeds to keep, e.g. 0 (default: all of the scale's; the sweeps keep their own seed)",
     )
+    parser.add_argument(
+        "--methods", default=None, metavar="NAMES",
+        help="comma-separated methods to keep, as the report names them, e.g. mdeq-small-8,resnet-8 (default: all)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/reproduce-quick|full)")
     parser.add_argument(
         "--store", type=Path, default=None,
@@ -88,7 +92,7 @@ def reproduce_command(args: argparse.Namespace) -> int:
     personal_scale = personal_protocol.FULL if mode == "full" else personal_protocol.QUICK
     if personal_protocol.EXPERIMENT in only:
         specs += personal_protocol.build_e5(personal_scale, cifar_scale(suite_scale, args.gpu) if with_cifar else None)
-    specs = select(specs, args.datasets, args.seeds)
+    specs = select(specs, args.datasets, args.seeds, args.methods)
     if args.cifar_only:
         specs = [s for s in specs if s.dataset == "cifar10"]
     missing = sorted({s.dataset for s in specs if s.dataset in ("fashion-mnist", "cifar10")} - set(data_dirs))

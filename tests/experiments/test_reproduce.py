@@ -376,7 +376,9 @@ def test_select_keeps_the_chosen_data_sets_and_seeds(tmp_path, capsys):
     assert chosen and {s.seed for s in chosen if s.experiment not in ("T0", "T1")} == {0}
     assert {s.dataset for s in chosen} == {"fashion-mnist"}  # the sweeps run on MNIST: dropped
     assert {s.experiment for s in select(full, None, "1")} >= {"T0", "T1"}  # the sweeps keep their seed
-    for bad in (("cifar10", None), (None, "7"), (None, "x")):
+    chosen = select(full, "fashion-mnist", "0", "deq-quality,cnn-heterofl")
+    assert chosen and {s.method for s in chosen} == {"deq-quality", "cnn-heterofl"}
+    for bad in (("cifar10", None), (None, "7"), (None, "x"), (None, None, "no-such-method"), (None, None, " ,")):
         with pytest.raises(ConfigError):
             select(full, *bad)
     assert main(["reproduce", "--full", "--report-only", "--only", "E2B", "--seeds", "9",

@@ -184,11 +184,22 @@ def build_suite(scale: SuiteScale, only: tuple[str, ...] = EXPERIMENTS, with_cif
     return runs
 
 
-def select(specs: list[RunSpec], datasets: str | None = None, seeds: str | None = None) -> list[RunSpec]:
-    """The specs whose data set is in the comma-separated `datasets` and whose seed is in
-    `seeds` (None keeps all); the sweeps T0 and T1 keep their own seed whatever `seeds`
-    says. Raises ConfigError for a name or seed the suite does not have."""
+def select(specs: list[RunSpec], datasets: str | None = None, seeds: str | None = None,
+           methods: str | None = None) -> list[RunSpec]:
+    """The specs whose data set is in the comma-separated `datasets`, whose seed is in
+    `seeds` and whose method is in `methods` (None keeps all); the sweeps T0 and T1 keep
+    their own seed whatever `seeds` says. Raises ConfigError for a name, seed or method the
+    suite does not have."""
     kept = specs
+    if methods is not None:
+        names = [m.strip() for m in methods.split(",") if m.strip()]
+        known_methods = sorted({s.method for s in specs})
+        unknown_methods = [m for m in names if m not in known_methods]
+        if unknown_methods or not names:
+            raise ConfigError(
+                f"--methods {methods!r}: unknown method(s) {unknown_methods}; the chosen experiments have {known_methods}"
+            )
+        kept = [s for s in kept if s.method in names]
     if datasets is not None:
         names = [d.strip() for d in datasets.split(",") if d.strip()]
         known = sorted({s.dataset for s in specs})
