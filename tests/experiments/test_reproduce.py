@@ -390,15 +390,16 @@ def test_select_keeps_the_chosen_data_sets_and_seeds(tmp_path, capsys):
 
 def test_e2w_section_answers_the_iteration_target_against_e2b_plain_run(tmp_path):
     store = tmp_path / "store"
-    # (experiment, method, final, iterations per step, anytime curve)
+    # (experiment, method, seed, final, iterations per step, anytime curve)
     plain_curve = {"1": 0.70, "2": 0.80, "4": 0.84, "8": 0.86, "16": 0.86}
-    for experiment, method, final, iterations, curve in (
-        ("E2B", "deq-fedavg", 0.86, 12.0, plain_curve),
-        ("E2W", "deq-warm", 0.858, 5.0, plain_curve),                                               # x2.4, -0.2 pt
-        ("E2W", "deq-cap4", 0.83, 4.0, plain_curve),
-        ("E2W", "deq-correction", 0.85, 12.0, {"1": 0.80, "2": 0.856, "4": 0.85, "8": 0.85, "16": 0.85}),  # -1 pt
+    for experiment, method, seed, final, iterations, curve in (
+        ("E2B", "deq-fedavg", 0, 0.86, 12.0, plain_curve),
+        ("E2B", "deq-fedavg", 1, 0.80, 3.0, plain_curve),  # a seed E2W has not run: not compared
+        ("E2W", "deq-warm", 0, 0.858, 5.0, plain_curve),                                               # x2.4, -0.2 pt
+        ("E2W", "deq-cap4", 0, 0.83, 4.0, plain_curve),
+        ("E2W", "deq-correction", 0, 0.85, 12.0, {"1": 0.80, "2": 0.856, "4": 0.85, "8": 0.85, "16": 0.85}),  # -1 pt
     ):
-        spec, summary, rounds = _fake(RunSpec(experiment, method, "fashion-mnist", 0, (method,), "all-strong"), final, curve)
+        spec, summary, rounds = _fake(RunSpec(experiment, method, "fashion-mnist", seed, (method,), "all-strong"), final, curve)
         for row in rounds:
             row["clients"] = [{"tier": "strong", "weight": 0.5, "forward_cap": 16, "iterations": iterations}] * 2
         save_result(store, spec, summary, rounds)

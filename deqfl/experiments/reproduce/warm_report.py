@@ -39,13 +39,17 @@ def equal_budget(anytime: dict[str, float], reference: float, points: float = EQ
 
 
 def _runs(results: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """E2W's runs and their plain runs, by data set and then variant (PLAIN first)."""
+    """E2W's runs and their plain runs, by data set and then variant (PLAIN first). A plain
+    run counts only at a seed E2W ran on its data set, so the comparison is seed-matched
+    (E2B may hold seeds E2W has not run)."""
     grouped: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    seeds: dict[str, set[int]] = defaultdict(set)
     for r in results:
         if r["experiment"] == EXPERIMENT:
             grouped[r["dataset"]][r["method"]].append(r)
+            seeds[r["dataset"]].add(r["seed"])
     for r in results:
-        if (r["experiment"], r["method"], r["group"]) == E2W_PLAIN and r["dataset"] in grouped:
+        if (r["experiment"], r["method"], r["group"]) == E2W_PLAIN and r["seed"] in seeds.get(r["dataset"], ()):
             grouped[r["dataset"]][PLAIN].append(r)
     order = [PLAIN, *E2W_VARIANTS]
     return {d: {m: methods[m] for m in sorted(methods, key=order.index)} for d, methods in grouped.items()}
@@ -76,7 +80,7 @@ def section_e2w(results: list[dict[str, Any]], out: Any = None) -> list[str]:
     cap = E2B_CAPS[0]
     lines = [f"## E2W warm starts and correction training (DEQ cell max_norm {E2B_MAX_NORM:g}, all-strong fleet, "
              f"cap {cap})", "",
-             f"deq-plain is E2B's all-strong deq-fedavg run. Training iterations: each fused client's mean forward "
+             f"deq-plain is E2B's all-strong deq-fedavg run, at the seeds E2W ran. Training iterations: each fused client's mean forward "
              f"iterations per training step, over all rounds and the last {LAST_ROUNDS}; simulated seconds: the "
              "clock's charge for the cell evaluations clients made; equal K: the smallest inference budget within "
              f"{EQUAL_POINTS:g} point of deq-plain's accuracy at K={cap}. Means over seeds.", ""]
@@ -120,7 +124,8 @@ def _verdicts(stats: dict[str, dict[str, Stat]]) -> list[str]:
         seeds = min(s["final"].n, plain["final"].n)
         if "warm" not in method and "correction" not in method:  # a control at a smaller cap
             lines.append(f"- Control {method} (neither warm starts nor correction): final accuracy {delta:+.2f} pt; "
-                         f"training iterations x{train_ratio:.2f} fewer.")
+                         f"training iterations x{train_ratio:.2f} fewer. A variant at the same training cap owes "
+                         "only what it gains over this control to warm starts or correction.")
             continue
         lines.append(
             f"- Target (>= 2x fewer forward iterations at equal accuracy), {method}: final accuracy {delta:+.2f} pt; "
