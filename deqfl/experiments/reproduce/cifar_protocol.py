@@ -80,9 +80,10 @@ LEARNING_RATES = {"deq": 3e-3, "resnet": 3e-3, "cnn": 1e-3}
 """Adam's base rate per family: the best held-back accuracy of T0 (CIFAR) in the store
 (docs/results, 2026-12-02; the report's sweep table), for each family's middle model."""
 SGD_SWEEP_LRS = (0.01, 0.03, 0.1)
-SGD_LR = 0.03
+SGD_LR = 0.01
 """FedNova assumes heavy-ball SGD clients, so its E3 run trains the DEQ with SGD (momentum
-0.9) at this rate, swept in T0 as `<deq>-sgd` (not pre-swept: the middle of its grid)."""
+0.9) at this rate: the best held-back accuracy of T0's `<deq>-sgd` runs in the store
+(2026-12-02; the bottom of `SGD_SWEEP_LRS`)."""
 SGD_RULES = ("fednova",)
 E3_ALPHAS = (0.1, E2_ALPHA)
 
