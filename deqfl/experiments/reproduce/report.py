@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from deqfl.experiments.reproduce import cifar_protocol  # noqa: E402
 from deqfl.experiments.reproduce.analysis import Stat, mb_to_target, rounds_to_target, stat, within_spread  # noqa: E402
+from deqfl.experiments.reproduce.budget_targets import e2b_target_lines  # noqa: E402
 from deqfl.experiments.reproduce.compute import run_macs  # noqa: E402
 from deqfl.experiments.reproduce.suite import (  # noqa: E402
     E2_ALPHA,
@@ -609,6 +610,7 @@ def section_e2b(results: list[dict[str, Any]], out: Path) -> list[str]:
         if verdict:
             lines += [verdict, ""]
         lines += _against("deq-quality (mixed)", finals[dataset])
+        lines += e2b_target_lines(results, dataset)
     if residuals:
         fig, ax = plt.subplots(figsize=(6, 4))
         for label, rounds in residuals.items():

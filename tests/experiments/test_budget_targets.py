@@ -1,0 +1,42 @@
+"""E2B's target lines: seed-paired differences against hand-computed values."""
+
+from deqfl.experiments.reproduce.budget_targets import e2b_target_lines, paired
+
+
+def _run(method, group, seed, final, weak=None, rounds=(0.5, 0.6, 0.7, 0.8, 0.9, 1.0)):
+    tiers = {"strong": final} | ({"weak": weak} if weak is not None else {})
+    return {"experiment": "E2B", "dataset": "d", "method": method, "group": group, "seed": seed,
+            "summary": {"final_accuracy": final, "tier_accuracy": tiers},
+            "rounds": [{"round": i + 1, "accuracy": a} for i, a in enumerate(rounds)]}
+
+
+def test_paired_differences_use_only_the_seeds_both_ran():
+    a = {0: _run("x", "mixed", 0, 0.80), 1: _run("x", "mixed", 1, 0.70)}
+    b = {1: _run("y", "mixed", 1, 0.65), 2: _run("y", "mixed", 2, 0.10)}
+    diffs = paired(a, b, lambda r: r["summary"]["final_accuracy"])
+    assert list(diffs) == [1] and abs(diffs[1] - 5.0) < 1e-9
+
+
+def test_target_lines_judge_within_and_ahead_by_the_spread():
+    results = [
+        _run("deq-fedavg", "mixed", 0, 0.860, weak=0.850), _run("deq-fedavg", "mixed", 1, 0.820, weak=0.810),
+        _run("deq-fedavg", "all-strong", 0, 0.862), _run("deq-fedavg", "all-strong", 1, 0.826),
+        _run("deq-drop-weak", "mixed", 0, 0.800), _run("deq-drop-weak", "mixed", 1, 0.790),
+        _run("cnn-heterofl", "mixed", 0, 0.880, weak=0.840),  # one seed only: spread unknown
+        _run("deq-fedavg", "mixed", 0, 0.1) | {"dataset": "other"},  # another data set: ignored
+    ]
+    lines = e2b_target_lines(results, "d")
+    assert lines[0] == "Target, deq-fedavg (mixed), seed-paired differences:"
+    # -0.2 and -0.6 pt: mean -0.4, within 0.5; the last 5 rounds are equal in every run
+    assert lines[1] == ("- against deq-fedavg (all-strong), final accuracy: -0.40 pt (s0 -0.20, s1 -0.60); "
+                        "last 5 rounds +0.00 pt: **holds** (within 0.5 pt; 2 seeds).")
+    # +6 and +3 pt: mean 4.5; stds 2.83 (mixed: 86, 82) and 0.71 (drop-weak: 80, 79)
+    assert lines[2].startswith("- against deq-drop-weak (mixed), final accuracy: +4.50 pt (s0 +6.00, s1 +3.00)")
+    assert lines[2].endswith("spread over seeds 2.83 pt: **holds** (2 seeds).")
+    assert lines[3] == ("- weak tier against cnn-heterofl's weak slice (mixed): +1.00 pt (s0 +1.00): "
+                        "spread over seeds unknown (one seed); not judged.")
+    assert len(lines) == 5  # no deq-quality run: no block for it
+
+
+def test_no_mixed_run_no_lines():
+    assert e2b_target_lines([_run("deq-fedavg", "all-strong", 0, 0.8)], "d") == []
