@@ -36,6 +36,10 @@ def register(subparsers) -> None:
         "--methods", default=None, metavar="NAMES",
         help="comma-separated methods to keep, as the report names them, e.g. mdeq-small-8,resnet-8 (default: all)",
     )
+    parser.add_argument(
+        "--groups", default=None, metavar="NAMES",
+        help="comma-separated groups (fleet, width or swept value) to keep, e.g. widths=8-16,mixed (default: all)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/reproduce-quick|full)")
     parser.add_argument(
         "--store", type=Path, default=None,
@@ -92,7 +96,7 @@ def reproduce_command(args: argparse.Namespace) -> int:
     personal_scale = personal_protocol.FULL if mode == "full" else personal_protocol.QUICK
     if personal_protocol.EXPERIMENT in only:
         specs += personal_protocol.build_e5(personal_scale, cifar_scale(suite_scale, args.gpu) if with_cifar else None)
-    specs = select(specs, args.datasets, args.seeds, args.methods)
+    specs = select(specs, args.datasets, args.seeds, args.methods, args.groups)
     if args.cifar_only:
         specs = [s for s in specs if s.dataset == "cifar10"]
     missing = sorted({s.dataset for s in specs if s.dataset in ("fashion-mnist", "cifar10")} - set(data_dirs))

@@ -378,7 +378,11 @@ def test_select_keeps_the_chosen_data_sets_and_seeds(tmp_path, capsys):
     assert {s.experiment for s in select(full, None, "1")} >= {"T0", "T1"}  # the sweeps keep their seed
     chosen = select(full, "fashion-mnist", "0", "deq-quality,cnn-heterofl")
     assert chosen and {s.method for s in chosen} == {"deq-quality", "cnn-heterofl"}
-    for bad in (("cifar10", None), (None, "7"), (None, "x"), (None, None, "no-such-method"), (None, None, " ,")):
+    widths = select(full, "mnist", "1", "resnet,cnn", "widths=8-16")
+    assert {(s.experiment, s.method, s.group, s.seed) for s in widths} == {
+        ("E1F", "resnet", "widths=8-16", 1), ("E1F", "cnn", "widths=8-16", 1)}
+    for bad in (("cifar10", None), (None, "7"), (None, "x"), (None, None, "no-such-method"), (None, None, " ,"),
+                (None, None, None, "no-such-group")):
         with pytest.raises(ConfigError):
             select(full, *bad)
     assert main(["reproduce", "--full", "--report-only", "--only", "E2B", "--seeds", "9",

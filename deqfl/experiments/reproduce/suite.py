@@ -185,21 +185,21 @@ def build_suite(scale: SuiteScale, only: tuple[str, ...] = EXPERIMENTS, with_cif
 
 
 def select(specs: list[RunSpec], datasets: str | None = None, seeds: str | None = None,
-           methods: str | None = None) -> list[RunSpec]:
+           methods: str | None = None, groups: str | None = None) -> list[RunSpec]:
     """The specs whose data set is in the comma-separated `datasets`, whose seed is in
-    `seeds` and whose method is in `methods` (None keeps all); the sweeps T0 and T1 keep
-    their own seed whatever `seeds` says. Raises ConfigError for a name, seed or method the
-    suite does not have."""
+    `seeds`, whose method is in `methods` and whose group (fleet, width or swept value) is
+    in `groups` (None keeps all); the sweeps T0 and T1 keep their own seed whatever `seeds`
+    says. Raises ConfigError for a name, seed, method or group the suite does not have."""
     kept = specs
-    if methods is not None:
-        names = [m.strip() for m in methods.split(",") if m.strip()]
-        known_methods = sorted({s.method for s in specs})
-        unknown_methods = [m for m in names if m not in known_methods]
-        if unknown_methods or not names:
-            raise ConfigError(
-                f"--methods {methods!r}: unknown method(s) {unknown_methods}; the chosen experiments have {known_methods}"
-            )
-        kept = [s for s in kept if s.method in names]
+    for flag, wanted, field in (("--methods", methods, "method"), ("--groups", groups, "group")):
+        if wanted is None:
+            continue
+        names = [m.strip() for m in wanted.split(",") if m.strip()]
+        known = sorted({getattr(s, field) for s in specs})
+        unknown = [m for m in names if m not in known]
+        if unknown or not names:
+            raise ConfigError(f"{flag} {wanted!r}: unknown {field}(s) {unknown}; the chosen experiments have {known}")
+        kept = [s for s in kept if getattr(s, field) in names]
     if datasets is not None:
         names = [d.strip() for d in datasets.split(",") if d.strip()]
         known = sorted({s.dataset for s in specs})
