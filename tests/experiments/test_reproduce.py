@@ -259,6 +259,28 @@ def test_frontier_section_places_each_deq_width_against_the_explicit_points(tmp_
     assert (tmp_path / "out" / "e1f_fashion-mnist_frontier.png").stat().st_size > 1000
 
 
+def test_frontier_section_takes_cifar10_e1_models_by_family(tmp_path):
+    from deqfl.experiments.reproduce import cifar_protocol as cp  # noqa: PLC0415
+
+    store = tmp_path / "store"
+    for label, final, mb in (("mdeq-small-8", 0.70, 0.7), ("resnet-8", 0.69, 0.6), ("cnn-w32", 0.62, 0.5)):
+        spec = next(s for s in cp.cifar_suite(cp.CPU, ("E1",)) if s.method == label)
+        model = next(o for o in cp.MODELS[label] if o.startswith("model.name=")).split("=")[1]
+        save_result(store, *_fake_frontier(spec, model, final, mb))
+    # a CIFAR-10 sweep run is no frontier point
+    sweep = next(s for s in cp.sweep(cp.CPU) if s.method == "resnet-14")
+    save_result(store, *_fake_frontier(sweep, "resnet-14", 0.9, 0.9))
+    text = build_report(load_results(store), tmp_path / "out", "t").read_text()
+    section = text.split("## E1F frontiers")[1].split("\n## ")[0]
+    assert "### cifar10 (target 60%)" in section
+    rows = [line.split(" | ")[:2] for line in section.splitlines() if line.startswith("| ") and " | cifar" not in line]
+    assert rows[1:] == [["| deq", "mdeq-small-8"], ["| cnn", "cnn-w32"], ["| resnet", "resnet-8"]]
+    deq = next(line for line in section.splitlines() if line.startswith("- deq mdeq-small-8"))
+    # resnet-8 sends less (0.6 MB) and is 1 point less accurate; cnn-w32 sends less and is 8 points less
+    assert "above the explicit frontier" in deq and "at most 1 point below it is resnet resnet-8" in deq
+    assert (tmp_path / "out" / "e1f_cifar10_frontier.png").exists()
+
+
 def test_frontier_dominated_deq_is_said_to_lie_below():
     from deqfl.experiments.reproduce.report import FrontierPoint, deq_position  # noqa: PLC0415
 

@@ -399,13 +399,34 @@ class FrontierPoint:
         return f"{self.family} {self.width}"
 
 
+def _frontier_key(run: dict[str, Any]) -> tuple[str, str] | None:
+    """(family, width) of a frontier run: E1 and E1F on the MNIST-like sets (`_width_of`),
+    or a CIFAR-10 E1 run, whose method is its model's label (`cifar_protocol.FAMILIES`);
+    None for any other run."""
+    if run["dataset"] == cifar_protocol.CIFAR:
+        if run["experiment"] == "E1" and run["method"] in cifar_protocol.MODELS:
+            return cifar_protocol.family(run["method"]), run["method"]
+        return None
+    if run["experiment"] in ("E1", "E1F") and run["method"] in FRONTIER_FAMILIES:
+        return run["method"], _width_of(run)
+    return None
+
+
+def frontier_datasets(results: list[dict[str, Any]]) -> list[str]:
+    """The data sets with frontier runs beyond E1's single width: those with E1F runs, and
+    CIFAR-10 once any E1 run of its model families is stored."""
+    return sorted({r["dataset"] for r in results
+                   if r["experiment"] == "E1F" or (r["dataset"] == cifar_protocol.CIFAR and _frontier_key(r))})
+
+
 def frontier_points(results: list[dict[str, Any]], dataset: str) -> list[FrontierPoint]:
     """E1's and E1F's runs of the frontier families on `dataset`, one point per (family,
     width), ordered by family and then by bytes per round."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in results:
-        if r["dataset"] == dataset and r["experiment"] in ("E1", "E1F") and r["method"] in FRONTIER_FAMILIES:
-            groups[(r["method"], _width_of(r))].append(r)
+        key = _frontier_key(r) if r["dataset"] == dataset else None
+        if key is not None:
+            groups[key].append(r)
     target = TARGETS.get(dataset, 0.9)
     points = [
         FrontierPoint(
@@ -481,12 +502,13 @@ def deq_position(deq: FrontierPoint, explicit: list[FrontierPoint]) -> str:
 def section_frontier(results: list[dict[str, Any]], out: Path) -> list[str]:
     """E1 and E1F together: each family's accuracy against bytes per round and MB to the
     target, one row per width, and where each DEQ width lies against the explicit points."""
-    datasets = sorted({r["dataset"] for r in results if r["experiment"] == "E1F"})
+    datasets = frontier_datasets(results)
     if not datasets:
         return []
     lines = ["## E1F frontiers (E1's protocol at three widths per family)", "",
              "E1's row of each family plus E1F's two widths, at the family's learning rate (tuned "
-             "by T0 at E1's width only). The `seeds` column says how many seeds each point rests on. "
+             "by T0 at E1's width only); on CIFAR-10, E1's nine models (three per family, under the CIFAR "
+             "protocol, docs/CIFAR_PROTOCOL.md). The `seeds` column says how many seeds each point rests on. "
              "M MACs per training sample: multiply-accumulates of one training step (forward, loss, backward; "
              "`deqfl.models.macs`), for a DEQ at its measured mean forward iterations per training step, or "
              "at its training cap (an upper bound) for runs stored without per-client solves.", ""]
