@@ -67,6 +67,10 @@ def test_central_refuses_bad_settings_and_reused_dirs(tmp_path):
         central_config({**SETTINGS, "device": "tpu"})
     with pytest.raises(ConfigError, match="lr_warmup_rounds"):
         central_config({**SETTINGS, "train": {"lr_warmup_rounds": 2}})
+    explicit = central_config({**SETTINGS, "model": {"name": "cnn-small"}, "train": {"fixed_point_correction": 1.0}})
+    with pytest.raises(ConfigError, match="needs a DEQ model, but model.name = 'cnn-small'"):
+        train_central(explicit, tmp_path / "explicit")
+    assert not (tmp_path / "explicit").exists()  # refused before the run folder is made
     config = central_config({**SETTINGS, "epochs": 1, "checkpoint_steps": 0})
     train_central(config, tmp_path / "run")
     with pytest.raises(ConfigError, match="--resume"):

@@ -55,7 +55,7 @@ from deqfl.errors import ConfigError
 from deqfl.experiments.config import DataSection, ModelSection, TrainSection, _Section
 from deqfl.fl.checkpoint import json_digest, latest_checkpoint_round, load_latest_checkpoint, save_checkpoint
 from deqfl.fl.client.gradient_mode import tier_backward
-from deqfl.fl.client.loss_terms import LossInputs, default_loss_terms, total_loss
+from deqfl.fl.client.loss_terms import LossInputs, check_deq_terms, default_loss_terms, total_loss
 from deqfl.fl.client.optimizers import make_client_optimizer
 from deqfl.fl.client.task import TrainOptions
 from deqfl.fl.profiles import TierConfig
@@ -171,6 +171,7 @@ def train_central(
                             num_classes=dataset.num_classes, **config.model.options)
     model.to(device)
     backward = tier_backward(config.solver_tier(), model)
+    check_deq_terms(config.train.fixed_point_correction, model, config.model.name)
     options = _train_options(config)
     params = {k: p for k, p in model.named_parameters() if p.requires_grad}
     optimizer = make_client_optimizer(list(params.values()), options)

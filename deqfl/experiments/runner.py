@@ -42,6 +42,7 @@ from deqfl.fl.checkpoint import (
     save_checkpoint,
 )
 from deqfl.fl.client import ClientData, TrainOptions, tier_backward
+from deqfl.fl.client.loss_terms import check_deq_terms
 from deqfl.fl.client.task import PersonalTask
 from deqfl.fl.client.warm_start import cache_bytes_per_sample
 from deqfl.fl.client_state import ClientStateStore
@@ -110,6 +111,7 @@ def build_federation(config: ExperimentConfig) -> Federation:
     if config.train.warm_start and find_deq(model) is None:
         raise ConfigError(f"train.warm_start = true needs a DEQ model, but model.name = '{config.model.name}' "
                           "has no DEQ layer: drop train.warm_start or choose a DEQ model (`deqfl models`)")
+    check_deq_terms(config.train.fixed_point_correction, model, config.model.name)
     x_test = dataset.normalise(dataset.x_test)
     y_test = torch.as_tensor(dataset.y_test, device="cpu")
     eval_rows = None

@@ -6,7 +6,8 @@ from torch import nn
 
 from deqfl.deq import DEQ, JFB, SolverConfig, replaying, solve, solver_budget, solver_names
 from deqfl.deq.accounting import REPLAY, correction_cost, correction_steps
-from deqfl.fl.client.loss_terms import FixedPointCorrection, LossInputs, default_loss_terms
+from deqfl.errors import ConfigError
+from deqfl.fl.client.loss_terms import FixedPointCorrection, LossInputs, check_deq_terms, default_loss_terms
 from deqfl.fl.client.task import TrainOptions
 
 
@@ -104,3 +105,7 @@ def test_the_term_is_off_by_default_and_needs_a_deq():
     assert on.active_correction_points == 3
     assert any(isinstance(t, FixedPointCorrection) for t in default_loss_terms(on, Model()))
     assert not any(isinstance(t, FixedPointCorrection) for t in default_loss_terms(on, nn.Linear(2, 2)))
+    check_deq_terms(0.5, Model(), "m")  # a DEQ: accepted
+    check_deq_terms(0.0, nn.Linear(2, 2), "linear")  # off: accepted
+    with pytest.raises(ConfigError, match="train.fixed_point_correction = 0.5 needs a DEQ model, but model.name = 'linear'"):
+        check_deq_terms(0.5, nn.Linear(2, 2), "linear")

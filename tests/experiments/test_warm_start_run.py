@@ -110,6 +110,12 @@ def test_a_model_without_a_deq_is_refused(tmp_path):
         run_experiment(config, tmp_path / "run")
 
 
+def test_correction_training_on_a_model_without_a_deq_is_refused(tmp_path):
+    config = load_config(None, WARM[:-1] + ["train.fixed_point_correction=1.0", "model.name=cnn-small"])
+    with pytest.raises(ConfigError, match="train.fixed_point_correction = 1 needs a DEQ model, but model.name = 'cnn-small'"):
+        run_experiment(config, tmp_path / "run")
+
+
 def test_the_default_leaves_the_run_identity_unchanged():
     assert run_config_hash(load_config(None, ["train.warm_start=false"])) == run_config_hash(load_config(None))
     assert run_config_hash(load_config(None, ["train.warm_start=true"])) != run_config_hash(load_config(None))

@@ -28,6 +28,7 @@ from typing import Protocol
 from torch import Tensor, nn
 
 from deqfl.deq.budget import SolveRecord, deq_layers, replaying
+from deqfl.errors import ConfigError
 from deqfl.fl.client.task import TrainOptions
 
 
@@ -114,6 +115,16 @@ def default_loss_terms(options: TrainOptions, model: nn.Module) -> tuple[LossTer
     if options.fixed_point_correction > 0 and deq_layers(model):
         terms.append(FixedPointCorrection(options.fixed_point_correction, model))
     return tuple(terms)
+
+
+def check_deq_terms(fixed_point_correction: float, model: nn.Module, model_name: str) -> None:
+    """ConfigError, before any training, when fixed-point correction (a DEQ-only term,
+    which `default_loss_terms` would leave out) is asked of a model without a DEQ layer."""
+    if fixed_point_correction > 0 and not deq_layers(model):
+        raise ConfigError(
+            f"train.fixed_point_correction = {fixed_point_correction:g} needs a DEQ model, but model.name = "
+            f"'{model_name}' has no DEQ layer: set train.fixed_point_correction = 0 or choose a DEQ model (`deqfl models`)"
+        )
 
 
 def total_loss(terms: tuple[LossTerm, ...], inputs: LossInputs) -> tuple[Tensor, dict[str, float]]:
