@@ -28,13 +28,15 @@ def test_target_lines_judge_within_and_ahead_by_the_spread():
     lines = e2b_target_lines(results, "d")
     assert lines[0] == "Target, deq-fedavg (mixed), seed-paired differences:"
     # -0.2 and -0.6 pt: mean -0.4, within 0.5; the last 5 rounds are equal in every run
-    assert lines[1] == ("- against deq-fedavg (all-strong), final accuracy: -0.40 pt (s0 -0.20, s1 -0.60); "
-                        "last 5 rounds +0.00 pt: **holds** (within 0.5 pt; 2 seeds).")
-    # +6 and +3 pt: mean 4.5; stds 2.83 (mixed: 86, 82) and 0.71 (drop-weak: 80, 79)
-    assert lines[2].startswith("- against deq-drop-weak (mixed), final accuracy: +4.50 pt (s0 +6.00, s1 +3.00)")
-    assert lines[2].endswith("spread over seeds 2.83 pt: **holds** (2 seeds).")
+    assert lines[1] == ("- against deq-fedavg (all-strong), final accuracy: -0.40 pt (s0 -0.20, s1 -0.60): "
+                        "**holds (within 0.5 pt)**; mean of the last 5 rounds +0.00 pt (s0 +0.00, s1 +0.00): "
+                        "holds (within 0.5 pt) (2 seeds).")
+    # +6 and +3 pt: mean 4.5; stds 2.83 (mixed: 86, 82) and 0.71 (drop-weak: 80, 79); last rounds: no lead
+    assert lines[2] == ("- against deq-drop-weak (mixed), final accuracy: +4.50 pt (s0 +6.00, s1 +3.00), spread over "
+                        "seeds 2.83 pt: **holds**; mean of the last 5 rounds +0.00 pt (s0 +0.00, s1 +0.00), spread "
+                        "over seeds 0.00 pt: does not hold (2 seeds).")
     assert lines[3] == ("- weak tier against cnn-heterofl's weak slice (mixed): +1.00 pt (s0 +1.00): "
-                        "spread over seeds unknown (one seed); not judged.")
+                        "**spread over seeds unknown, not judged** (one seed).")
     assert len(lines) == 5  # no deq-quality run: no block for it
 
 

@@ -6,11 +6,11 @@ all-strong fleet, and ahead of drop-weak (global model) and of HeteroFL's weak-d
 
 Runs of one seed share the partition and the client sampling, so each comparison is the
 per-seed difference d_s = a_s - b_s of the two runs' accuracies; the line gives the mean of
-d_s over the seeds both ran, each d_s, and the same difference for the mean accuracy of the
-last `LAST_ROUNDS` rounds (on the per-round evaluation subset), which smooths the
-round-to-round swing of the final figure. "More than the spread over seeds" means
-mean(d) > max(std_a, std_b), the larger of the two runs' standard deviations of the final
-accuracy over seeds (two seeds at least).
+d_s over the seeds both ran and each d_s, judged on the final accuracy (the issue's measure)
+and, for the global model, on the mean accuracy of the last `LAST_ROUNDS` rounds (on the
+per-round evaluation subset), which smooths the round-to-round swing of the final figure.
+"More than the spread over seeds" means mean(d) > max(std_a, std_b), the larger of the two
+runs' standard deviations of that measure over seeds (two seeds at least).
 """
 
 from __future__ import annotations
@@ -59,25 +59,33 @@ def _seeds(n: int) -> str:
     return "one seed" if n == 1 else f"{n} seeds"
 
 
-def _line(label: str, a: dict, b: dict, measure: Measure, rule: str) -> str:
+def _judged(a: dict, b: dict, measure: Measure, rule: str) -> str | None:
+    """"+m pt (per seed), verdict" for one measure; None when no seed has both runs."""
     diffs = paired(a, b, measure)
     if not diffs:
-        return f"- {label}: no seed has both runs."
+        return None
     mean = sum(diffs.values()) / len(diffs)
-    smooth = paired(a, b, _last_rounds) if measure is _final else {}
-    per_seed = ", ".join(f"s{s} {d:+.2f}" for s, d in diffs.items())
-    text = f"- {label}: {mean:+.2f} pt ({per_seed})"
-    if smooth:
-        text += f"; last {LAST_ROUNDS} rounds {sum(smooth.values()) / len(smooth):+.2f} pt"
+    text = f"{mean:+.2f} pt (" + ", ".join(f"s{s} {d:+.2f}" for s, d in diffs.items()) + ")"
     if rule == "within":
-        holds = mean >= -WITHIN_POINTS
-        return text + f": **{'holds' if holds else 'does not hold'}** (within {WITHIN_POINTS:g} pt; {_seeds(len(diffs))})."
+        return text + f": {'holds' if mean >= -WITHIN_POINTS else 'does not hold'} (within {WITHIN_POINTS:g} pt)"
     spreads = [s for s in (_spread(a, measure), _spread(b, measure)) if s is not None]
     if len(diffs) < 2 or not spreads:
-        return text + f": spread over seeds unknown ({_seeds(len(diffs))}); not judged."
-    spread = max(spreads)
-    holds = mean > spread
-    return text + f"; spread over seeds {spread:.2f} pt: **{'holds' if holds else 'does not hold'}** ({_seeds(len(diffs))})."
+        return text + ": spread over seeds unknown, not judged"
+    return text + f", spread over seeds {max(spreads):.2f} pt: {'holds' if mean > max(spreads) else 'does not hold'}"
+
+
+def _line(label: str, a: dict, b: dict, measure: Measure, rule: str) -> str:
+    """The target's line for one comparison: judged on the final accuracy (the issue's
+    measure, in bold) and, for whole-model accuracies, on the mean of the last rounds."""
+    final = _judged(a, b, measure, rule)
+    if final is None:
+        return f"- {label}: no seed has both runs."
+    verdict, _, rest = final.rpartition(": ")
+    text = f"- {label}: {verdict}: **{rest}**"
+    smooth = _judged(a, b, _last_rounds, rule) if measure is _final else None
+    if smooth:
+        text += f"; mean of the last {LAST_ROUNDS} rounds {smooth}"
+    return text + f" ({_seeds(len(paired(a, b, measure)))})."
 
 
 def e2b_target_lines(results: list[dict[str, Any]], dataset: str) -> list[str]:
