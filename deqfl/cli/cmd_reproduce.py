@@ -96,9 +96,9 @@ def reproduce_command(args: argparse.Namespace) -> int:
     personal_scale = personal_protocol.FULL if mode == "full" else personal_protocol.QUICK
     if personal_protocol.EXPERIMENT in only:
         specs += personal_protocol.build_e5(personal_scale, cifar_scale(suite_scale, args.gpu) if with_cifar else None)
-    specs = select(specs, args.datasets, args.seeds, args.methods, args.groups)
     if args.cifar_only:
         specs = [s for s in specs if s.dataset == "cifar10"]
+    specs = select(specs, args.datasets, args.seeds, args.methods, args.groups)
     missing = sorted({s.dataset for s in specs if s.dataset in ("fashion-mnist", "cifar10")} - set(data_dirs))
     if missing and not args.report_only:
         raise ConfigError(
