@@ -70,7 +70,7 @@ def reproduce_command(args: argparse.Namespace) -> int:
     from deqfl.experiments.reproduce.store import load_results  # noqa: PLC0415
     from deqfl.experiments.reproduce import personal_protocol, personal_report  # noqa: PLC0415
     from deqfl.experiments.reproduce.cifar_protocol import cifar_scale  # noqa: PLC0415
-    from deqfl.experiments.reproduce.suite import EXPERIMENTS, FULL, QUICK, build_suite, select  # noqa: PLC0415
+    from deqfl.experiments.reproduce.suite import EXPERIMENTS, FULL, QUICK, borrowed_runs, build_suite, select  # noqa: PLC0415
 
     mode = "full" if args.full else "quick"
     only = tuple(e.strip().upper() for e in args.only.split(",") if e.strip())
@@ -110,6 +110,7 @@ def reproduce_command(args: argparse.Namespace) -> int:
         results = [r for r in load_results(store) if r["run_id"] in wanted]
     else:
         results = run_suite(specs, store, out, data_dirs, parallel=args.parallel)
+    results += borrowed_runs(specs, load_results(store))  # e.g. E2's runs that E3's tables read
     title = "deqfl evidence suite (--quick: a smoke test, not evidence)" if mode == "quick" else "deqfl evidence suite (--full)"
     report = build_report(results, out, title)
     print(f"report: {report}")

@@ -420,9 +420,11 @@ def test_e2w_section_answers_the_iteration_target_against_e2b_plain_run(tmp_path
     plain_curve = {"1": 0.70, "2": 0.80, "4": 0.84, "8": 0.86, "16": 0.86}
     for experiment, method, seed, final, iterations, curve in (
         ("E2B", "deq-fedavg", 0, 0.86, 12.0, plain_curve),
-        ("E2B", "deq-fedavg", 1, 0.80, 3.0, plain_curve),  # a seed E2W has not run: not compared
-        ("E2W", "deq-warm", 0, 0.858, 5.0, plain_curve),                                               # x2.4, -0.2 pt
+        ("E2B", "deq-fedavg", 1, 0.80, 3.0, plain_curve),
+        ("E2B", "deq-fedavg", 2, 0.50, 1.0, plain_curve),  # a seed E2W has not run: not compared
+        ("E2W", "deq-warm", 0, 0.858, 5.0, plain_curve),  # against seed 0 alone: x2.4, -0.2 pt
         ("E2W", "deq-cap4", 0, 0.83, 4.0, plain_curve),
+        ("E2W", "deq-cap4", 1, 0.79, 1.5, plain_curve),  # over seeds 0 and 1: x7.5/2.75, -2 pt
         ("E2W", "deq-correction", 0, 0.85, 12.0, {"1": 0.80, "2": 0.856, "4": 0.85, "8": 0.85, "16": 0.85}),  # -1 pt
     ):
         spec, summary, rounds = _fake(RunSpec(experiment, method, "fashion-mnist", seed, (method,), "all-strong"), final, curve)
@@ -432,11 +434,30 @@ def test_e2w_section_answers_the_iteration_target_against_e2b_plain_run(tmp_path
     text = build_report(load_results(store), tmp_path / "out", "t").read_text()
     section = text.split("## E2W")[1].split("\n## ")[0]
     plain = next(line for line in section.splitlines() if line.startswith("| deq-plain"))
-    assert "| 16 | 86.00 | 12.0 | 12.0 |" in plain and plain.endswith("| 8 | 1 |")  # equal K: 8 reaches 86 - 0.5
+    # seeds 0 and 1; equal K: 8 reaches each seed's own accuracy at K=16 minus 0.5
+    assert "| 16 ± 0 | 83.00 ± 4.24 | 7.5 ± 6.4 |" in plain and plain.endswith("| 8 ± 0 | 2 |")
     assert ("deq-warm: final accuracy -0.20 pt; training iterations x2.40 fewer; inference budget for deq-plain's "
             "accuracy x1.00 smaller: **holds** (one seed)") in section
     # correction: K=2 reaches plain's accuracy (x4 smaller), but its final accuracy is 1 point lower
     assert "deq-correction: final accuracy -1.00 pt; training iterations x1.00 fewer; inference budget for " \
            "deq-plain's accuracy x4.00 smaller: **does not hold**" in section
-    assert "- Control deq-cap4 (neither warm starts nor correction): final accuracy -3.00 pt; training iterations " \
-           "x3.00 fewer." in section
+    assert "- Control deq-cap4 (neither warm starts nor correction): final accuracy -2.00 pt; training iterations " \
+           "x2.73 fewer (2 seeds)." in section
+
+
+def test_borrowed_runs_are_the_other_experiments_runs_a_section_reads(tmp_path):
+    from deqfl.experiments.reproduce.suite import borrowed_runs  # noqa: PLC0415
+
+    store = tmp_path / "store"
+    for spec in (RunSpec("E2B", "deq-fedavg", "fashion-mnist", 0, ("p0",), "all-strong"),
+                 RunSpec("E2B", "deq-fedavg", "fashion-mnist", 1, ("p1",), "all-strong"),  # a seed not chosen
+                 RunSpec("E2B", "deq-fedavg", "fashion-mnist", 0, ("m0",), "mixed"),  # not the plain run
+                 RunSpec("E2", "deq-quality", "mnist", 0, ("q0",), "mixed"),
+                 RunSpec("E2", "deq-quality", "mnist", 0, ("q1",), "all-weak")):
+        save_result(store, *_fake(spec, 0.8))
+    stored = load_results(store)
+    e2w = [s for s in build_suite(FULL, ("E2W",)) if s.seed == 0]
+    assert [(r["experiment"], r["group"], r["seed"]) for r in borrowed_runs(e2w, stored)] == [("E2B", "all-strong", 0)]
+    e3 = [s for s in build_suite(FULL, ("E3",)) if s.seed == 0 and s.dataset == "mnist"]
+    assert [(r["method"], r["group"]) for r in borrowed_runs(e3, stored)] == [("deq-quality", "mixed")]
+    assert borrowed_runs([s for s in build_suite(FULL, ("E1",))], stored) == []

@@ -54,6 +54,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from deqfl.errors import ConfigError
 from deqfl.experiments.config import DataSection
@@ -396,6 +397,21 @@ whether correction training lets the DEQ train at a quarter of the budget; and c
 at a tenth of the weight at cap 4 (added after the weight-1 run at cap 4 collapsed)."""
 E2W_PLAIN = ("E2B", "deq-fedavg", "all-strong")
 """E2W's plain run at cap 16, read from E2B: (experiment, method, group)."""
+
+
+def borrowed_runs(specs: list[RunSpec], stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The stored runs of other experiments that the chosen `specs`' report sections read,
+    at the chosen specs' data sets and seeds: E2's mixed-fleet runs of `E3_FROM_E2` for E3
+    (the CIFAR-10 protocol's too), and E2B's plain run `E2W_PLAIN` for E2W."""
+    wanted: set[tuple[str, str, str, str, int]] = set()
+    for spec in specs:
+        if spec.experiment == "E3":
+            wanted |= {("E2", method, "mixed", spec.dataset, spec.seed) for method in E3_FROM_E2.values()}
+        elif spec.experiment == "E2W":
+            wanted.add((*E2W_PLAIN, spec.dataset, spec.seed))
+    chosen = {spec.run_id for spec in specs}
+    return [r for r in stored if r["run_id"] not in chosen
+            and (r["experiment"], r["method"], r["group"], r["dataset"], r["seed"]) in wanted]
 
 
 def _e2w(dataset: str, seed: int, common: tuple[str, ...]) -> list[RunSpec]:

@@ -60,15 +60,17 @@ def _present(values: list[float | None]) -> Stat:
     return stat([v for v in values if v is not None])
 
 
-def _row_stats(runs: list[dict[str, Any]], cap_accuracy: float | None) -> dict[str, Stat]:
+def _row_stats(runs: list[dict[str, Any]], cap_accuracy: dict[int, float]) -> dict[str, Stat]:
+    """A variant's figures over `runs`; its equal K against the plain run of the same seed
+    (`cap_accuracy`: the plain run's accuracy at the training cap, by seed)."""
     return {
         "final": stat([r["summary"]["final_accuracy"] for r in runs]),
         "cap": stat([training_cap(r["rounds"]) for r in runs]),
         "iterations": _present([training_iterations(r["rounds"]) for r in runs]),
         "last": _present([training_iterations(r["rounds"][-LAST_ROUNDS:]) for r in runs]),
         "simulated": stat([r["summary"].get("simulated_seconds") for r in runs]),
-        "equal_k": stat([equal_budget(r["summary"]["anytime"], cap_accuracy) if r["summary"].get("anytime")
-                         and cap_accuracy is not None else None for r in runs]),
+        "equal_k": stat([equal_budget(r["summary"]["anytime"], cap_accuracy[r["seed"]]) if r["summary"].get("anytime")
+                         and r["seed"] in cap_accuracy else None for r in runs]),
     }
 
 
@@ -85,8 +87,8 @@ def section_e2w(results: list[dict[str, Any]], out: Any = None) -> list[str]:
              "clock's charge for the cell evaluations clients made; equal K: the smallest inference budget within "
              f"{EQUAL_POINTS:g} point of deq-plain's accuracy at K={cap}. Means over seeds.", ""]
     for dataset, methods in grouped.items():
-        plain = methods.get(PLAIN, [])
-        cap_accuracy = stat([r["summary"]["anytime"].get(str(cap)) for r in plain if r["summary"].get("anytime")]).mean
+        cap_accuracy = {r["seed"]: r["summary"]["anytime"][str(cap)] for r in methods.get(PLAIN, [])
+                        if str(cap) in (r["summary"].get("anytime") or {})}
         budgets = sorted({int(k) for runs in methods.values() for r in runs for k in (r["summary"].get("anytime") or {})})
         stats = {m: _row_stats(runs, cap_accuracy) for m, runs in methods.items()}
         header = ["method", "training cap", "final accuracy (%)", "training iterations (all rounds)",
@@ -100,19 +102,25 @@ def section_e2w(results: list[dict[str, Any]], out: Any = None) -> list[str]:
                          s["equal_k"].format(digits=0), str(len(runs))])
         lines += [f"### {dataset}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
-        lines += _verdicts(stats) + [""]
+        lines += _verdicts(methods, cap_accuracy) + [""]
     return lines
 
 
-def _verdicts(stats: dict[str, dict[str, Stat]]) -> list[str]:
+def _verdicts(methods: dict[str, list[dict[str, Any]]], cap_accuracy: dict[int, float]) -> list[str]:
     """One line per variant: its training-iteration and inference-budget ratios against
-    deq-plain, and whether the 2x target holds at equal accuracy."""
-    plain = stats.get(PLAIN)
-    if plain is None or plain["iterations"].mean is None:
-        return ["- deq-plain (E2B's all-strong deq-fedavg) is not stored: no ratios."]
+    deq-plain at the seeds both ran, and whether the 2x target holds at equal accuracy."""
+    plain_runs = {r["seed"]: r for r in methods.get(PLAIN, [])}
     lines = []
-    for method, s in stats.items():
-        if method == PLAIN or s["iterations"].mean is None:
+    for method, runs in methods.items():
+        if method == PLAIN:
+            continue
+        paired = [r for r in runs if r["seed"] in plain_runs]
+        if not paired:
+            lines.append(f"- {method}: deq-plain (E2B's all-strong deq-fedavg) is not stored at its seeds: no ratios.")
+            continue
+        s = _row_stats(paired, cap_accuracy)
+        plain = _row_stats([plain_runs[r["seed"]] for r in paired], cap_accuracy)
+        if s["iterations"].mean is None or plain["iterations"].mean is None:
             continue
         delta = 100 * (s["final"].mean - plain["final"].mean)
         equal = delta >= -EQUAL_POINTS
@@ -121,16 +129,16 @@ def _verdicts(stats: dict[str, dict[str, Stat]]) -> list[str]:
                    if plain["equal_k"].mean and s["equal_k"].mean else None)
         best = max(train_ratio, k_ratio or 0.0)
         holds = equal and best >= 2
-        seeds = min(s["final"].n, plain["final"].n)
+        seeds = "one seed" if len(paired) == 1 else f"{len(paired)} seeds"
         if "warm" not in method and "correction" not in method:  # a control at a smaller cap
             lines.append(f"- Control {method} (neither warm starts nor correction): final accuracy {delta:+.2f} pt; "
-                         f"training iterations x{train_ratio:.2f} fewer. A variant at the same training cap owes "
-                         "only what it gains over this control to warm starts or correction.")
+                         f"training iterations x{train_ratio:.2f} fewer ({seeds}). A variant at the same training cap "
+                         "owes only what it gains over this control to warm starts or correction.")
             continue
         lines.append(
             f"- Target (>= 2x fewer forward iterations at equal accuracy), {method}: final accuracy {delta:+.2f} pt; "
             f"training iterations x{train_ratio:.2f} fewer; inference budget for deq-plain's accuracy "
             + (f"x{k_ratio:.2f} smaller" if k_ratio is not None else "n/a")
-            + f": **{'holds' if holds else 'does not hold'}** ({'one seed' if seeds == 1 else f'{seeds} seeds'})."
+            + f": **{'holds' if holds else 'does not hold'}** ({seeds})."
         )
     return lines
