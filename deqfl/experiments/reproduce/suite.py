@@ -192,15 +192,15 @@ def select(specs: list[RunSpec], datasets: str | None = None, seeds: str | None 
     in `groups` (None keeps all); the sweeps T0 and T1 keep their own seed whatever `seeds`
     says. Raises ConfigError for a name, seed, method or group the suite does not have."""
     kept = specs
-    for flag, wanted, field in (("--methods", methods, "method"), ("--groups", groups, "group")):
+    for flag, wanted, attribute in (("--methods", methods, "method"), ("--groups", groups, "group")):
         if wanted is None:
             continue
         names = [m.strip() for m in wanted.split(",") if m.strip()]
-        known = sorted({getattr(s, field) for s in specs})
+        known = sorted({getattr(s, attribute) for s in specs})
         unknown = [m for m in names if m not in known]
         if unknown or not names:
-            raise ConfigError(f"{flag} {wanted!r}: unknown {field}(s) {unknown}; the chosen experiments have {known}")
-        kept = [s for s in kept if getattr(s, field) in names]
+            raise ConfigError(f"{flag} {wanted!r}: unknown {attribute}(s) {unknown}; the chosen experiments have {known}")
+        kept = [s for s in kept if getattr(s, attribute) in names]
     if datasets is not None:
         names = [d.strip() for d in datasets.split(",") if d.strip()]
         known = sorted({s.dataset for s in specs})
