@@ -106,11 +106,13 @@ def reproduce_command(args: argparse.Namespace) -> int:
             "(see README, Data)"
         )
     if args.report_only:
+        stored = load_results(store)
         wanted = {s.run_id for s in specs}
-        results = [r for r in load_results(store) if r["run_id"] in wanted]
+        results = [r for r in stored if r["run_id"] in wanted]
     else:
         results = run_suite(specs, store, out, data_dirs, parallel=args.parallel)
-    results += borrowed_runs(specs, load_results(store))  # e.g. E2's runs that E3's tables read
+        stored = load_results(store)
+    results += borrowed_runs(specs, stored)  # e.g. E2's runs that E3's tables read
     title = "deqfl evidence suite (--quick: a smoke test, not evidence)" if mode == "quick" else "deqfl evidence suite (--full)"
     report = build_report(results, out, title)
     print(f"report: {report}")
@@ -119,6 +121,6 @@ def reproduce_command(args: argparse.Namespace) -> int:
         # the full E5 always counts its CIFAR-10 cell (at the size asked for), so E5.md says what is missing
         e5 = personal_protocol.build_e5(personal_scale, cifar_scale(suite_scale, args.gpu) if with_cifar or mode == "full" else None)
         e5_ids = {s.run_id for s in e5}
-        stored = [r for r in load_results(store) if r["run_id"] in e5_ids]
-        print(f"E5: {personal_report.write_e5(stored, store / 'E5.md', e5)}")
+        e5_runs = [r for r in stored if r["run_id"] in e5_ids]
+        print(f"E5: {personal_report.write_e5(e5_runs, store / 'E5.md', e5)}")
     return 0

@@ -59,19 +59,21 @@ def _seeds(n: int) -> str:
     return "one seed" if n == 1 else f"{n} seeds"
 
 
-def _judged(a: dict, b: dict, measure: Measure, rule: str) -> str | None:
-    """"+m pt (per seed), verdict" for one measure; None when no seed has both runs."""
+def _judged(a: dict, b: dict, measure: Measure, rule: str) -> tuple[str, str, int] | None:
+    """("+m pt (per seed)[, spread]", verdict, seeds compared) for one measure; None when no
+    seed has both runs."""
     diffs = paired(a, b, measure)
     if not diffs:
         return None
     mean = sum(diffs.values()) / len(diffs)
     text = f"{mean:+.2f} pt (" + ", ".join(f"s{s} {d:+.2f}" for s, d in diffs.items()) + ")"
     if rule == "within":
-        return text + f": {'holds' if mean >= -WITHIN_POINTS else 'does not hold'} (within {WITHIN_POINTS:g} pt)"
+        return text, f"{'holds' if mean >= -WITHIN_POINTS else 'does not hold'} (within {WITHIN_POINTS:g} pt)", len(diffs)
     spreads = [s for s in (_spread(a, measure), _spread(b, measure)) if s is not None]
     if len(diffs) < 2 or not spreads:
-        return text + ": spread over seeds unknown, not judged"
-    return text + f", spread over seeds {max(spreads):.2f} pt: {'holds' if mean > max(spreads) else 'does not hold'}"
+        return text, "spread over seeds unknown, not judged", len(diffs)
+    spread = max(spreads)
+    return text + f", spread over seeds {spread:.2f} pt", "holds" if mean > spread else "does not hold", len(diffs)
 
 
 def _line(label: str, a: dict, b: dict, measure: Measure, rule: str) -> str:
@@ -80,12 +82,12 @@ def _line(label: str, a: dict, b: dict, measure: Measure, rule: str) -> str:
     final = _judged(a, b, measure, rule)
     if final is None:
         return f"- {label}: no seed has both runs."
-    verdict, _, rest = final.rpartition(": ")
-    text = f"- {label}: {verdict}: **{rest}**"
+    figures, verdict, seeds = final
+    text = f"- {label}: {figures}: **{verdict}**"
     smooth = _judged(a, b, _last_rounds, rule) if measure is _final else None
     if smooth:
-        text += f"; mean of the last {LAST_ROUNDS} rounds {smooth}"
-    return text + f" ({_seeds(len(paired(a, b, measure)))})."
+        text += f"; mean of the last {LAST_ROUNDS} rounds {smooth[0]}: {smooth[1]}"
+    return text + f" ({_seeds(seeds)})."
 
 
 def e2b_target_lines(results: list[dict[str, Any]], dataset: str) -> list[str]:
