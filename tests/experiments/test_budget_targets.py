@@ -1,6 +1,6 @@
 """E2B's target lines: seed-paired differences against hand-computed values."""
 
-from deqfl.experiments.reproduce.budget_targets import e2b_target_lines, paired
+from deqfl.experiments.reproduce.budget_targets import budget_target_lines, paired
 
 
 def _run(method, group, seed, final, weak=None, rounds=(0.5, 0.6, 0.7, 0.8, 0.9, 1.0)):
@@ -25,7 +25,7 @@ def test_target_lines_judge_within_and_ahead_by_the_spread():
         _run("cnn-heterofl", "mixed", 0, 0.880, weak=0.840),  # one seed only: spread unknown
         _run("deq-fedavg", "mixed", 0, 0.1) | {"dataset": "other"},  # another data set: ignored
     ]
-    lines = e2b_target_lines(results, "d")
+    lines = budget_target_lines(results, "E2B", "d")
     assert lines[0] == "Target, deq-fedavg (mixed), seed-paired differences:"
     # -0.2 and -0.6 pt: mean -0.4, within 0.5; the last 5 rounds are equal in every run
     assert lines[1] == ("- against deq-fedavg (all-strong), final accuracy: -0.40 pt (s0 -0.20, s1 -0.60): "
@@ -41,4 +41,4 @@ def test_target_lines_judge_within_and_ahead_by_the_spread():
 
 
 def test_no_mixed_run_no_lines():
-    assert e2b_target_lines([_run("deq-fedavg", "all-strong", 0, 0.8)], "d") == []
+    assert budget_target_lines([_run("deq-fedavg", "all-strong", 0, 0.8)], "E2B", "d") == []

@@ -329,6 +329,36 @@ def test_e2b_section_reports_capped_solves_per_tier_and_the_residual(tmp_path):
     assert (tmp_path / "out" / "e2b_residual.png").exists()
 
 
+def test_e2_section_adds_solves_residual_and_target_where_runs_recorded_solves(tmp_path):
+    store = tmp_path / "store"
+    runs = (("mnist", "deq-quality", "mixed", 0.97, False), ("cifar10", "deq-quality", "mixed", 0.55, True),
+            ("cifar10", "deq-drop-weak", "mixed", 0.50, True), ("cifar10", "cnn-heterofl", "mixed", 0.58, False),
+            ("cifar10", "deq-fedavg", "all-strong", 0.552, True))
+    for dataset, method, fleet, final, solves in runs:
+        spec, summary, rounds = _fake(RunSpec("E2", method, dataset, 0, (dataset, method, fleet), fleet), final)
+        for i, row in enumerate(rounds):
+            row["global_residual"] = 0.2 / (i + 1) if solves else None
+            if solves:  # every weak update stopped at its cap 2; strong ones took 4 of 8
+                row["clients"] = ([{"tier": "strong", "weight": 0.3, "forward_cap": 8, "iterations": 4.0}] +
+                                  [{"tier": "weak", "weight": 0.2, "forward_cap": 2, "iterations": 2.0}] * 2)
+        save_result(store, spec, dict(summary, global_residual=0.05 if solves else None), rounds)
+    text = build_report(load_results(store), tmp_path / "out", "t").read_text()
+    section = text.split("## E2 heterogeneity")[1].split("\n## ")[0]
+    mnist = section.split("### mnist, fleet mixed")[1].split("###")[0]
+    assert "forward solves" not in mnist  # runs stored without solves keep the plain table
+    cifar = section.split("### cifar10, fleet mixed")[1]
+    quality = next(line for line in cifar.splitlines() if line.startswith("| deq-quality"))
+    assert "strong: 4.0 of 8, capped 0-43% (last round 4.0 of 8, capped 0-43%); weak: 2.0 of 2, capped 100-100%" in quality
+    assert "2.0e-01 → 5.0e-02" in quality
+    heterofl = next(line for line in cifar.splitlines() if line.startswith("| cnn-heterofl"))
+    assert "| n/a | n/a |" in heterofl and heterofl.count("|") == quality.count("|")
+    assert "- against deq-fedavg (all-strong), final accuracy: -0.20 pt (s0 -0.20)" in cifar
+    assert "**holds (within 0.5 pt)**" in cifar
+    assert "spread over seeds unknown, not judged" in cifar  # one seed: the lead cannot be judged
+    assert (tmp_path / "out" / "e2_residual_cifar10.png").exists()
+    assert not (tmp_path / "out" / "e2_residual_mnist.png").exists()
+
+
 def test_capped_share_bounds_follow_from_the_mean_iterations():
     from deqfl.experiments.reproduce.report import capped_share_bounds  # noqa: PLC0415
 

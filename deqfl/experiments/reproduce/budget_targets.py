@@ -1,4 +1,4 @@
-"""Issue 16's target for budgets that bind (E2B), answered from seed-paired runs.
+"""Issue 16's target for budgets that bind (E2B; E2 on CIFAR-10), answered from seed-paired runs.
 
 Target: a mixed fleet whose weak cap truncates its solves ends within `WITHIN_POINTS` of the
 all-strong fleet, and ahead of drop-weak (global model) and of HeteroFL's weak-device model
@@ -19,7 +19,6 @@ import statistics
 from collections import defaultdict
 from typing import Any, Callable
 
-EXPERIMENT = "E2B"
 WITHIN_POINTS = 0.5
 LAST_ROUNDS = 5
 MIXED_METHODS = ("deq-fedavg", "deq-quality")
@@ -90,11 +89,12 @@ def _line(label: str, a: dict, b: dict, measure: Measure, rule: str) -> str:
     return text + f" ({_seeds(seeds)})."
 
 
-def e2b_target_lines(results: list[dict[str, Any]], dataset: str) -> list[str]:
-    """The target's lines for one data set (module docstring); empty without a mixed DEQ run."""
+def budget_target_lines(results: list[dict[str, Any]], experiment: str, dataset: str) -> list[str]:
+    """The target's lines for one experiment's fleets on one data set (module docstring);
+    empty without a mixed DEQ run."""
     runs: dict[tuple[str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
     for r in results:
-        if r["experiment"] == EXPERIMENT and r["dataset"] == dataset:
+        if r["experiment"] == experiment and r["dataset"] == dataset:
             runs[(r["method"], r["group"])][r["seed"]] = r
     lines = []
     for method in MIXED_METHODS:

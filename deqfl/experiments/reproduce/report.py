@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from deqfl.experiments.reproduce import cifar_protocol  # noqa: E402
 from deqfl.experiments.reproduce.analysis import Stat, mb_to_target, rounds_to_target, stat, within_spread  # noqa: E402
-from deqfl.experiments.reproduce.budget_targets import e2b_target_lines  # noqa: E402
+from deqfl.experiments.reproduce.budget_targets import budget_target_lines  # noqa: E402
 from deqfl.experiments.reproduce.compute import run_macs  # noqa: E402
 from deqfl.experiments.reproduce.suite import (  # noqa: E402
     E2_ALPHA,
@@ -199,12 +199,17 @@ def _against(reference: str, finals: dict[str, Stat], to_target: dict[str, Stat]
 
 
 def section_e2(results: list[dict[str, Any]], out: Path) -> list[str]:
+    """E2's table per data set and fleet; where the runs recorded their solves (the CIFAR-10
+    protocol's runs), also each tier's forward solves against its cap and the global residual,
+    with a plot of the residual over rounds per data set."""
     groups = _group(results, "E2", ("dataset", "group", "method"))
     if not groups:
         return []
     lines = ["## E2 heterogeneity (mixed: half the clients at a quarter of the budget)", ""]
     tables: dict[tuple, list] = defaultdict(list)
     finals: dict[tuple, dict[str, Stat]] = defaultdict(dict)
+    with_solves: set[tuple] = set()
+    residuals: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(dict)
     for (dataset, fleet, method), runs in groups.items():
         tiers = sorted({t for r in runs for t in r["summary"].get("tier_accuracy", {})})
         tier_text = ", ".join(
@@ -216,19 +221,37 @@ def section_e2(results: list[dict[str, Any]], out: Path) -> list[str]:
         sim = stat([r["summary"]["simulated_seconds"] / max(1, len(r["rounds"])) for r in runs])
         weak_share = stat([w for w in (_weak_share(r["rounds"]) for r in runs) if w is not None])
         finals[(dataset, fleet)][method] = _final(runs)
-        tables[(dataset, fleet)].append([
-            method, finals[(dataset, fleet)][method].format(100), tier_text, client_text,
-            weak_share.format(100, 1), sim.format(digits=3), str(len(runs)),
-        ])
+        solves = _solves_cell(runs, tiers)
+        row = [method, finals[(dataset, fleet)][method].format(100), tier_text, client_text,
+               weak_share.format(100, 1), sim.format(digits=3), str(len(runs))]
+        if solves is not None:
+            with_solves.add((dataset, fleet))
+            row[5:5] = [solves, _residual_cell(runs)]
+            if row[6] != "n/a":
+                residuals[dataset][f"{method} ({fleet})"] = runs[0]["rounds"]
+        tables[(dataset, fleet)].append(row)
+    if with_solves:
+        lines += [SOLVES_LEGEND, ""]
     for (dataset, fleet), rows in tables.items():
         lines += [f"### {dataset}, fleet {fleet}", ""]
-        lines += _table(["method", "final accuracy (%)", "accuracy at each tier's budget (%)",
-                         "client held-back accuracy mean / p10 (%)", "weak tier's fusion weight (%)",
-                         "simulated s / round", "seeds"], rows)
+        header = ["method", "final accuracy (%)", "accuracy at each tier's budget (%)",
+                  "client held-back accuracy mean / p10 (%)", "weak tier's fusion weight (%)",
+                  "simulated s / round", "seeds"]
+        if (dataset, fleet) in with_solves:
+            header[5:5] = ["forward solves per tier (all rounds; last round)", "global residual round 1 → final"]
+            rows = [row if len(row) == len(header) else [*row[:5], "n/a", "n/a", *row[5:]] for row in rows]
+        lines += _table(header, rows)
         verdict = _verdict(finals[(dataset, fleet)], "final accuracy")
         if verdict:
             lines += [verdict, ""]
         lines += _against("deq-quality", finals[(dataset, fleet)])
+        if fleet == "mixed" and (dataset, fleet) in with_solves:
+            lines += budget_target_lines(results, "E2", dataset)
+    for dataset, series in residuals.items():
+        seed = min(r["seed"] for r in results if r["experiment"] == "E2" and r["dataset"] == dataset)
+        path = _plot_residuals(series, out / f"e2_residual_{dataset}.png",
+                               f"E2 {dataset}: global residual over rounds (seed {seed})")
+        lines += [f"![E2 {dataset} global residual]({path.name})", ""]
     return lines
 
 
@@ -546,6 +569,13 @@ def _plot_frontier(points: list[FrontierPoint], path: Path, dataset: str) -> Pat
     return _save(fig, path)
 
 
+SOLVES_LEGEND = ("Forward solves per tier: each fused client's mean forward iterations per training step, "
+                 "averaged over clients and rounds (and in the last round alone), against the tier's cap; "
+                 "capped lo-hi%: bounds on the share of training solves that stopped at the cap, from each "
+                 "client's mean m (a converged solve takes 1 to cap - 1 iterations, so the share lies in "
+                 "[1 - (cap - m), (m - 1) / (cap - 1)]); means over seeds.")
+
+
 def capped_share_bounds(iterations: float, cap: float) -> tuple[float, float]:
     """Bounds on the share p of a client's solves that stopped at the cap, from its mean
     iterations m per solve: a solve that converged took between 1 and cap - 1 iterations,
@@ -591,37 +621,54 @@ def _sci(s: Stat) -> str:
     return f"{s.mean:.1e}" + (f" ± {s.std:.1e}" if s.n > 1 else "")
 
 
+def _solves_cell(runs: list[dict[str, Any]], tiers: list[str]) -> str | None:
+    """Each tier's forward solves over all rounds and the last round (`_solves_text`); None
+    when the runs recorded no solves."""
+    solves = [f"{t}: {_solves_text(runs, t, False)} (last round {_solves_text(runs, t, True)})"
+              for t in tiers if _solves_text(runs, t, False) is not None]
+    return "; ".join(solves) if solves else None
+
+
+def _residual_cell(runs: list[dict[str, Any]]) -> str:
+    """The global residual after round 1 → after the last round, means over the runs."""
+    first = stat([r["rounds"][0].get("global_residual") for r in runs if r["rounds"]])
+    last = stat([r["summary"].get("global_residual") for r in runs])
+    return f"{_sci(first)} → {_sci(last)}" if last.mean is not None else "n/a"
+
+
+def _plot_residuals(series: dict[str, list[dict[str, Any]]], path: Path, title: str) -> Path:
+    """The global residual over rounds, one line per labelled run, on a log scale."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, rounds in series.items():
+        ax.plot([r["round"] for r in rounds], [r["global_residual"] for r in rounds], marker="o", label=label)
+    ax.set(yscale="log", xlabel="round", ylabel="global relative residual", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def section_e2b(results: list[dict[str, Any]], out: Path) -> list[str]:
     """E2B: the mixed fleet where the weak cap truncates the looser cell's solves."""
     groups = _group(results, "E2B", ("dataset", "group", "method"))
     if not groups:
         return []
     lines = [f"## E2B budgets that bind (DEQ cell max_norm {E2B_MAX_NORM:g}; caps: strong {E2B_CAPS[0]}, "
-             f"weak {E2B_CAPS[1]})", "",
-             "Forward solves per tier: each fused client's mean forward iterations per training step, "
-             "averaged over clients and rounds (and in the last round alone), against the tier's cap; "
-             "capped lo-hi%: bounds on the share of training solves that stopped at the cap, from each "
-             "client's mean m (a converged solve takes 1 to cap - 1 iterations, so the share lies in "
-             "[1 - (cap - m), (m - 1) / (cap - 1)]); means over seeds.", ""]
+             f"weak {E2B_CAPS[1]})", "", SOLVES_LEGEND, ""]
     tables: dict[str, list] = defaultdict(list)
     finals: dict[str, dict[str, Stat]] = defaultdict(dict)
     residuals: dict[str, list[dict[str, Any]]] = {}
     for (dataset, fleet, method), runs in groups.items():
         key = f"{method} ({fleet})"
         tiers = sorted({t for r in runs for t in r["summary"].get("tier_accuracy", {})})
-        solves = [f"{t}: {_solves_text(runs, t, False)} (last round {_solves_text(runs, t, True)})"
-                  for t in tiers if _solves_text(runs, t, False) is not None]
         finals[dataset][key] = _final(runs)
-        first = stat([r["rounds"][0].get("global_residual") for r in runs if r["rounds"]])
-        last = stat([r["summary"].get("global_residual") for r in runs])
+        residual = _residual_cell(runs)
         tables[dataset].append([
             method, fleet, finals[dataset][key].format(100),
             ", ".join(f"{t} {stat([r['summary']['tier_accuracy'].get(t) for r in runs]).format(100)}" for t in tiers),
-            "; ".join(solves) or "n/a",
-            f"{_sci(first)} → {_sci(last)}" if last.mean is not None else "n/a",
+            _solves_cell(runs, tiers) or "n/a", residual,
             stat([w for w in (_weak_share(r["rounds"]) for r in runs) if w is not None]).format(100, 1), str(len(runs)),
         ])
-        if last.mean is not None:
+        if residual != "n/a":
             residuals[f"{dataset} {key}"] = runs[0]["rounds"]
     for dataset, rows in tables.items():
         lines += [f"### {dataset}", ""]
@@ -632,15 +679,9 @@ def section_e2b(results: list[dict[str, Any]], out: Path) -> list[str]:
         if verdict:
             lines += [verdict, ""]
         lines += _against("deq-quality (mixed)", finals[dataset])
-        lines += e2b_target_lines(results, dataset)
+        lines += budget_target_lines(results, "E2B", dataset)
     if residuals:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for label, rounds in residuals.items():
-            ax.plot([r["round"] for r in rounds], [r["global_residual"] for r in rounds], marker="o", label=label)
-        ax.set(yscale="log", xlabel="round", ylabel="global relative residual",
-               title=f"E2B: global residual over rounds (seed {min(r['seed'] for r in results if r['experiment'] == 'E2B')})")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        path = _save(fig, out / "e2b_residual.png")
+        seed = min(r["seed"] for r in results if r["experiment"] == "E2B")
+        path = _plot_residuals(residuals, out / "e2b_residual.png", f"E2B: global residual over rounds (seed {seed})")
         lines += [f"![E2B global residual]({path.name})", ""]
     return lines
