@@ -1,7 +1,9 @@
 """Run the suite run by run, skipping runs already in the store (resumable across sittings).
 
 A run interrupted mid-way resumes from its own checkpoint (its run directory under
-`OUT/runs/<run_id>`); a finished run is stored as one JSON file and never run again.
+`OUT/runs/<run_id>`); a finished run is stored as one JSON file and never run again. A run
+whose configuration (data set, seed, overrides) another table's stored run already ran is
+not run again either: that result is stored under its labels (`store.save_twin`).
 
 Several processes may share one OUT and store (`parallel` > 1 starts them itself; separate
 `deqfl reproduce` commands work too): each run is claimed with an exclusive `flock` on
@@ -27,7 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from deqfl.experiments.config import load_config, usable_cores
-from deqfl.experiments.reproduce.store import load_results, result_path, save_result
+from deqfl.experiments.reproduce.store import find_twin, load_results, result_path, save_result, save_twin
 from deqfl.experiments.reproduce.suite import RunSpec
 from deqfl.experiments.results import read_jsonl
 from deqfl.experiments.runner import run_experiment
@@ -47,6 +49,7 @@ def run_suite(
     log = log or say
     todo = [s for s in specs if not result_path(store, s).exists()]
     log(f"{len(specs)} runs in the suite, {len(specs) - len(todo)} already stored in {store}, {len(todo)} to run")
+    todo = _store_twins(todo, store, log)
     workers = [] if parallel == 1 else [f"experiment.workers={max(1, usable_cores() // parallel)}"]
     run_log = log if parallel == 1 else say  # a process of its own prints its own lines
     args = [(spec, store, out, data_dirs, run_log, f"[{i}/{len(todo)}]", workers) for i, spec in enumerate(todo, 1)]
@@ -59,6 +62,21 @@ def run_suite(
                 done.result()
     wanted = {s.run_id for s in specs}
     return [r for r in load_results(store) if r["run_id"] in wanted]
+
+
+def _store_twins(todo: list[RunSpec], store: Path, log: Callable[[str], None]) -> list[RunSpec]:
+    """Store the result of each spec in `todo` whose configuration a stored run already ran
+    (`store.find_twin`); returns the specs left to run."""
+    stored = load_results(store) if todo else []
+    left = []
+    for spec in todo:
+        twin = find_twin(stored, spec)
+        if twin is None:
+            left.append(spec)
+        else:
+            save_twin(store, spec, twin)
+            log(f"{spec.run_id}: the same configuration as the stored {twin['run_id']}; its result stored, not rerun")
+    return left
 
 
 def say(message: str) -> None:

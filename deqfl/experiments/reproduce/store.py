@@ -70,6 +70,25 @@ def save_result(store: Path, spec: RunSpec, summary: dict[str, Any], records: li
     return path
 
 
+def find_twin(stored: list[dict[str, Any]], spec: RunSpec) -> dict[str, Any] | None:
+    """A stored run of the same configuration as `spec` under another label (another
+    experiment's table runs the same data set, seed and overrides): None if there is none.
+    Runs are deterministic in their configuration, so its result is `spec`'s result."""
+    wanted = sorted(spec.overrides)
+    return next((r for r in stored if r["run_id"] != spec.run_id and r["dataset"] == spec.dataset
+                 and r["seed"] == spec.seed and sorted(r["overrides"]) == wanted), None)
+
+
+def save_twin(store: Path, spec: RunSpec, twin: dict[str, Any]) -> Path:
+    """Store `twin`'s result as `spec`'s (its date, machine, summary and rounds, under
+    `spec`'s labels), naming the run it came from in `same_as`."""
+    payload = {**twin, "run_id": spec.run_id, "experiment": spec.experiment, "method": spec.method,
+               "group": spec.group, "overrides": list(spec.overrides), "same_as": twin.get("same_as", twin["run_id"])}
+    path = result_path(store, spec)
+    atomic_write_text(path, json.dumps(json_safe(payload), indent=1, allow_nan=False))
+    return path
+
+
 def load_results(store: Path) -> list[dict[str, Any]]:
     """Every stored run (files that do not parse are skipped with a note on stderr)."""
     results = []
