@@ -201,15 +201,15 @@ def test_cli_report_only_and_bad_arguments(tmp_path, capsys):
 
 def test_deq_against_each_baseline_states_difference_ratio_and_spread():
     from deqfl.experiments.reproduce.analysis import Stat
-    from deqfl.experiments.reproduce.report import _against
+    from deqfl.experiments.reproduce.report_common import against_lines
 
     finals = {"deq": Stat(0.980, 0.001, 3), "cnn": Stat(0.986, 0.001, 3), "resnet": Stat(0.981, 0.002, 3)}
     to_target = {"deq": Stat(7.0, 0.4, 3), "cnn": Stat(11.5, 1.6, 3), "resnet": Stat(7.5, 1.0, 3)}
-    lines = _against("deq", finals, to_target)
+    lines = against_lines("deq", finals, to_target)
     assert lines[0] == "- deq against cnn: final accuracy -0.60 pt (outside the spread); MB to target x0.61 (outside the spread)"
     assert lines[1] == "- deq against resnet: final accuracy -0.10 pt (within the spread); MB to target x0.93 (within the spread)"
-    assert _against("deq", finals)[0] == "- deq against cnn: final accuracy -0.60 pt (outside the spread)"
-    single = _against("deq", {"deq": Stat(0.98, 0.0, 1), "cnn": Stat(0.99, 0.0, 1)})
+    assert against_lines("deq", finals)[0] == "- deq against cnn: final accuracy -0.60 pt (outside the spread)"
+    single = against_lines("deq", {"deq": Stat(0.98, 0.0, 1), "cnn": Stat(0.99, 0.0, 1)})
     assert single == ["- deq against cnn: final accuracy -1.00 pt (one seed: no spread known)", ""]
 
 
@@ -282,7 +282,7 @@ def test_frontier_section_takes_cifar10_e1_models_by_family(tmp_path):
 
 
 def test_frontier_dominated_deq_is_said_to_lie_below():
-    from deqfl.experiments.reproduce.report import FrontierPoint, deq_position  # noqa: PLC0415
+    from deqfl.experiments.reproduce.frontier_report import FrontierPoint, deq_position  # noqa: PLC0415
 
     def point(family, mb, final):
         return FrontierPoint(family, "w", 1, mb, stat([final]), stat([mb * 3]), stat([3]), 1)
@@ -360,7 +360,7 @@ def test_e2_section_adds_solves_residual_and_target_where_runs_recorded_solves(t
 
 
 def test_capped_share_bounds_follow_from_the_mean_iterations():
-    from deqfl.experiments.reproduce.report import capped_share_bounds  # noqa: PLC0415
+    from deqfl.experiments.reproduce.fleet_report import capped_share_bounds  # noqa: PLC0415
 
     assert capped_share_bounds(4.0, 4) == (1.0, 1.0)
     assert capped_share_bounds(1.0, 16) == (0.0, 0.0)  # every solve converged at once

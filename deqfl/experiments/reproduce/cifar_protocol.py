@@ -33,6 +33,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from deqfl.experiments.reproduce.report_common import md_table
 from deqfl.experiments.reproduce.suite import (
     E2_ALPHA,
     E3_FROM_E2,
@@ -235,7 +236,7 @@ def sweep_section(results: list[dict[str, Any]]) -> list[str]:
     """The report's table of the CIFAR-10 sweep (as `report.section_t0` for MNIST): per
     swept model, held-back / test accuracy at each rate, the best rate by the held-back
     accuracy and the rate in use."""
-    from deqfl.experiments.reproduce.report import _sweep_choice, _table  # noqa: PLC0415 - the report imports the suite
+    from deqfl.experiments.reproduce.report import _sweep_choice  # noqa: PLC0415 - the report imports the suite
 
     by_method: dict[str, dict[float, dict[str, Any]]] = defaultdict(dict)
     for run in results:
@@ -252,4 +253,4 @@ def sweep_section(results: list[dict[str, Any]]) -> list[str]:
     return ["## T0 learning-rate sweep (CIFAR-10, FedAvg, homogeneous devices, one seed)",
             "", "Chosen by the clients' held-back accuracy, never by the test set; a family takes its middle "
             "model's rate (docs/CIFAR_PROTOCOL.md).", "",
-            *_table(["model", *[f"lr {lr:g}: held-back / test (%)" for lr in rates], "best", "in use"], rows)]
+            *md_table(["model", *[f"lr {lr:g}: held-back / test (%)" for lr in rates], "best", "in use"], rows)]
