@@ -41,10 +41,8 @@ def section_e2(results: list[dict[str, Any]], out: Path) -> list[str]:
     with_solves: set[tuple] = set()
     residuals: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(dict)
     for (dataset, fleet, method), runs in groups.items():
-        tiers = sorted({t for r in runs for t in r["summary"].get("tier_accuracy", {})})
-        tier_text = ", ".join(
-            f"{t} {stat([r['summary']['tier_accuracy'].get(t) for r in runs]).format(100)}" for t in tiers
-        )
+        tiers = _tiers(runs)
+        tier_text = _tier_accuracy_text(runs, tiers)
         clients = [(r["rounds"][-1].get("client_accuracy") or {}) for r in runs]
         client_text = (f"{stat([c.get('mean') for c in clients]).format(100)} / "
                        f"{stat([c.get('p10') for c in clients]).format(100)}")
@@ -130,6 +128,16 @@ def _solves_text(runs: list[dict[str, Any]], tier: str, last: bool) -> str | Non
     return f"{it:.1f} of {cap:g}, capped {100 * lo:.0f}-{100 * hi:.0f}%"
 
 
+def _tiers(runs: list[dict[str, Any]]) -> list[str]:
+    """The tiers any of the runs reported an accuracy for, sorted."""
+    return sorted({t for r in runs for t in r["summary"].get("tier_accuracy", {})})
+
+
+def _tier_accuracy_text(runs: list[dict[str, Any]], tiers: list[str]) -> str:
+    """"tier mean ± std, ..." of the global model's accuracy at each tier's budget (%)."""
+    return ", ".join(f"{t} {stat([r['summary']['tier_accuracy'].get(t) for r in runs]).format(100)}" for t in tiers)
+
+
 def _solves_cell(runs: list[dict[str, Any]], tiers: list[str]) -> str | None:
     """Each tier's forward solves over all rounds and the last round (`_solves_text`); None
     when the runs recorded no solves."""
@@ -168,12 +176,12 @@ def section_e2b(results: list[dict[str, Any]], out: Path) -> list[str]:
     residuals: dict[str, list[dict[str, Any]]] = {}
     for (dataset, fleet, method), runs in groups.items():
         key = f"{method} ({fleet})"
-        tiers = sorted({t for r in runs for t in r["summary"].get("tier_accuracy", {})})
+        tiers = _tiers(runs)
         finals[dataset][key] = final_stat(runs)
         residual = _residual_cell(runs)
         tables[dataset].append([
             method, fleet, finals[dataset][key].format(100),
-            ", ".join(f"{t} {stat([r['summary']['tier_accuracy'].get(t) for r in runs]).format(100)}" for t in tiers),
+            _tier_accuracy_text(runs, tiers),
             _solves_cell(runs, tiers) or "n/a", residual,
             stat([w for w in (weak_weight_share(r["rounds"]) for r in runs) if w is not None]).format(100, 1), str(len(runs)),
         ])
