@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from deqfl.data import DatasetArrays
     from deqfl.engines.flower.spec import FlowerNode, FlowerRun
     from deqfl.experiments.config import ExperimentConfig
-    from deqfl.experiments.runner import EngineFactory, Federation
+    from deqfl.experiments.federation import Federation
+    from deqfl.experiments.runner import EngineFactory
     from deqfl.fl.client import ClientData
     from deqfl.fl.server import Engine
 
@@ -128,7 +129,7 @@ def load_node(config_text: str, data_dir: str | None) -> FlowerNode:
 
 
 def _partition(config: ExperimentConfig, dataset: DatasetArrays) -> list[ClientData]:
-    from deqfl.experiments.runner import client_partition  # noqa: PLC0415
+    from deqfl.experiments.federation import client_partition  # noqa: PLC0415
 
     return client_partition(config, dataset)
 

@@ -14,7 +14,9 @@ from deqfl.engines.eval_runner import EvalRequest, split_rows
 from deqfl.engines.spec import ModelSpec
 from deqfl.experiments.config import load_config
 from deqfl.experiments.results import read_jsonl
-from deqfl.experiments.runner import build_federation, embedded_engine, evaluate_global, evaluator, run_rounds
+from deqfl.experiments.federation import build_federation
+from deqfl.experiments.global_evaluation import evaluate_global, evaluator
+from deqfl.experiments.runner import embedded_engine, run_rounds
 from deqfl.fl.evaluation import evaluate, evaluate_totals
 from deqfl.models import federated_state
 

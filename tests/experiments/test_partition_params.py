@@ -5,7 +5,7 @@ import pytest
 
 from deqfl.data import load_dataset
 from deqfl.experiments.config import load_config
-from deqfl.experiments.runner import client_partition
+from deqfl.experiments.federation import client_partition
 
 
 @pytest.fixture(scope="module")

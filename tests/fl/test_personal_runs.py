@@ -11,12 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from deqfl.experiments.config import load_config, unseen_clients
+from deqfl.experiments.config import load_config
 from deqfl.experiments.results import read_jsonl
 from deqfl.experiments.runner import run_experiment
 from deqfl.fl.checkpoint import CLIENT_STATE_DIR
 from deqfl.fl.client_state import ClientStateStore, tensor_digest
 from deqfl.fl.personal.split import split_model
+from deqfl.fl.personal.unseen import unseen_clients
 from deqfl.fl.transport import encode_state
 from deqfl.models import build_model, federated_state
 
@@ -87,7 +88,7 @@ def test_unseen_clients_are_held_out_fitted_and_evaluated_per_tier(tmp_path):
                      "personalization.unseen_steps=5", tiers)
     summary = run_experiment(config, tmp_path / "run")
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
-    (held,) = unseen_clients(config)
+    (held,) = unseen_clients(config.data.num_clients, config.personalization.unseen_fraction, config.experiment.seed)
     assert all(held not in [c["id"] for c in r["clients"]] for r in records)
     assert "unseen_accuracy" not in records[0]
     unseen = records[-1]["unseen_accuracy"]

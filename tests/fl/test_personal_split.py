@@ -8,11 +8,12 @@ import pytest
 from torch import nn
 
 from deqfl.errors import ConfigError
-from deqfl.experiments.config import load_config, unseen_clients
+from deqfl.experiments.config import load_config
 from deqfl.experiments.run_dir import run_config_hash
 from deqfl.fl.personal.mod import complete_download, local_keys
 from deqfl.fl.personal.split import split_model
 from deqfl.fl.personal.test_split import class_quota, client_test_rows
+from deqfl.fl.personal.unseen import unseen_clients
 from deqfl.models import build_model, federated_state
 
 
@@ -114,6 +115,6 @@ def test_config_refuses_what_personalisation_does_not_support():
 
 
 def test_unseen_clients_are_a_seeded_share():
-    config = load_config(None, ["personalization.algorithm=fedper", "personalization.unseen_fraction=0.25"])
-    held = unseen_clients(config)
-    assert len(held) == 5 and held == sorted(set(held)) and held == unseen_clients(config)
+    held = unseen_clients(20, 0.25, seed=0)
+    assert len(held) == 5 and held == sorted(set(held)) and held == unseen_clients(20, 0.25, seed=0)
+    assert unseen_clients(20, 0.25, seed=1) != held and unseen_clients(20, 0.02, seed=0) == []

@@ -30,6 +30,16 @@ from deqfl.fl.profiles import TierConfig
 _SEED_TAG = 0x0115EE
 
 
+def unseen_clients(num_clients: int, fraction: float, seed: int) -> list[int]:
+    """The clients held out of training: round(fraction * num_clients) of them, drawn
+    without replacement by `seed`, sorted."""
+    count = round(fraction * num_clients)
+    if count == 0:
+        return []
+    draw = np.random.default_rng([seed, _SEED_TAG])
+    return sorted(int(c) for c in draw.choice(num_clients, size=count, replace=False))
+
+
 def evaluate_unseen(
     model: nn.Module,
     dataset: DatasetArrays,
