@@ -1,8 +1,10 @@
 """Run one experiment end to end: data, partition, fleet, model, rounds, results.
 
-`run_experiment(config, out_dir)` builds everything from the validated config, runs the
-rounds on the chosen engine, evaluates the global model every round, checkpoints after
-every round, and writes the results files (`deqfl.experiments.results`). `resume=True`
+`run_experiment(config, out_dir)` builds everything from the validated config
+(`deqfl.experiments.federation`), runs the rounds on the chosen engine, evaluates the
+global model every round (`deqfl.experiments.global_evaluation`), checkpoints after every
+round, and ends with the final evaluation and the results files
+(`deqfl.experiments.run_summary`, `deqfl.experiments.results`). `resume=True`
 continues from the newest checkpoint that passes verification (model, fusion rule state
 and client-state store, `deqfl.fl.checkpoint`); an interrupted and resumed run ends with
 the same final model as an uninterrupted one (same machine and thread count).
