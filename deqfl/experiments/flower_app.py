@@ -71,7 +71,8 @@ resume = false
 
 def flower_run(config: ExperimentConfig) -> FlowerRun:
     """The Flower engines' view of the run `config` describes; a virtual client reserves
-    `flower.client_gpus` of a GPU when the run computes on CUDA."""
+    `flower.client_gpus` of a GPU when the run computes on CUDA; under `flower-sim` the
+    server's store keeps the clients' state (a deployment's nodes keep their own)."""
     from deqfl.devices import resolve_device  # noqa: PLC0415
     from deqfl.engines.flower.spec import FlowerRun  # noqa: PLC0415
 
@@ -81,6 +82,7 @@ def flower_run(config: ExperimentConfig) -> FlowerRun:
         config_text=config.to_toml(), num_clients=config.data.num_clients, round_timeout=flower.round_timeout,
         connect_timeout=flower.connect_timeout, client_cpus=flower.client_cpus,
         client_gpus=flower.client_gpus if on_cuda else 0.0,
+        client_state_on_server=config.experiment.engine == "flower-sim",
     )
 
 

@@ -21,6 +21,8 @@ from deqfl.experiments.engines import run_on_superlink  # noqa: E402
 from deqfl.experiments.flower_app import APP_TOML  # noqa: E402
 from deqfl.experiments.results import read_jsonl  # noqa: E402
 from deqfl.experiments.runner import run_experiment  # noqa: E402
+from deqfl.fl.checkpoint import CLIENT_STATE_DIR  # noqa: E402
+from deqfl.fl.client_state import ClientStateStore  # noqa: E402
 
 SMALL = [
     "data.dataset=digits", "data.alpha=1.0", "data.eval_subset=0", "experiment.rounds=2",
@@ -50,6 +52,18 @@ def _max_diff(a: Path, b: Path) -> float:
     ma, mb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
     assert ma.keys() == mb.keys()
     return max(float((ma[k].double() - mb[k].double()).abs().max()) for k in ma)
+
+
+def _state_diff(a: Path, b: Path) -> float:
+    """The largest difference between two runs' stored client states (same clients and keys)."""
+    sa, sb = ClientStateStore(a / CLIENT_STATE_DIR), ClientStateStore(b / CLIENT_STATE_DIR)
+    assert sa.clients() == sb.clients() and sa.clients()
+    diffs = []
+    for cid in sa.clients():
+        ta, tb = sa.get(cid), sb.get(cid)
+        assert ta.keys() == tb.keys()
+        diffs += [float((ta[k].double() - tb[k].double()).abs().max()) for k in ta]
+    return max(diffs)
 
 
 def _weights(out: Path):
@@ -141,10 +155,11 @@ def test_flower_sim_carries_heterofl_sub_models(flower_env):
     assert _max_diff(tmp / "embedded", tmp / "sim") <= 1e-5
 
 
-def test_flower_sim_keeps_scaffold_client_state_on_the_node(flower_env):
+def test_flower_sim_keeps_scaffold_client_state_in_the_servers_store(flower_env):
     """SCAFFOLD on the Flower simulation: c travels in the download, delta c_i in the upload
-    (same bytes as embedded), and each node keeps its c_i in `Context.state` between rounds
-    (round 2 corrects with it), so the final model matches the embedded engine's."""
+    (same bytes as embedded); each client's c_i goes back with its reply into the server's
+    store and comes with its next task (round 2 corrects with it), so the final model and
+    the stored c_i match the embedded engine's."""
     tmp = flower_env
     extra = ('fusion.control_variates="scaffold"', "train.momentum=0.5")
     run_experiment(_config(tmp, 4, *extra), tmp / "embedded")
@@ -152,13 +167,13 @@ def test_flower_sim_keeps_scaffold_client_state_on_the_node(flower_env):
     emb, sim = read_jsonl(tmp / "embedded" / "metrics.jsonl"), read_jsonl(tmp / "sim" / "metrics.jsonl")
     assert [(r["bytes_up"], r["bytes_down"], r["rejected"]) for r in emb] == [(r["bytes_up"], r["bytes_down"], r["rejected"]) for r in sim]
     assert _max_diff(tmp / "embedded", tmp / "sim") <= 1e-5
-    assert not any((tmp / "sim" / "client_state").iterdir())  # the state stayed on the nodes
+    assert _state_diff(tmp / "embedded", tmp / "sim") <= 1e-5
 
 
-def test_flower_sim_keeps_the_warm_start_cache_on_the_node(flower_env):
-    """Warm starts on the Flower simulation: each node keeps its cache in `Context.state`
-    (round 2 starts warm from it), nothing of it travels, and the run matches the embedded
-    engine's (iterations included)."""
+def test_flower_sim_keeps_the_warm_start_cache_in_the_servers_store(flower_env):
+    """Warm starts on the Flower simulation: each client's cache goes back with its reply
+    into the server's store, uncounted, and comes with its next task (round 2 starts warm
+    from it), and the run matches the embedded engine's (iterations and caches included)."""
     tmp = flower_env
     extra = ("train.warm_start=true", "model.options={max_norm=2.0}")
     run_experiment(_config(tmp, 4, *extra), tmp / "embedded")
@@ -168,7 +183,7 @@ def test_flower_sim_keeps_the_warm_start_cache_on_the_node(flower_env):
     iterations = [[c["iterations"] for r in rs for c in r["clients"]] for rs in (emb, sim)]
     assert iterations[0] == pytest.approx(iterations[1], abs=1e-6)
     assert _max_diff(tmp / "embedded", tmp / "sim") <= 1e-5
-    assert not any((tmp / "sim" / "client_state").iterdir())  # the caches stayed on the nodes
+    assert _state_diff(tmp / "embedded", tmp / "sim") <= 1e-5
 
 
 def _stopped(fleet: Fleet, pids: list[int]) -> bool:

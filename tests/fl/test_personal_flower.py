@@ -1,6 +1,7 @@
 """FeDEQ's ADMM consensus on the Flower simulation and on a real loopback deployment gives
 the embedded engine's result: the same bytes (only the shared part travels), the same
-personalised accuracies and final model, with heads and duals kept on the nodes
+personalised accuracies and final model. A simulation keeps heads and duals in the
+server's store (so `--resume` restores them); a deployment keeps them on the nodes
 (`Context.state`), not on the server. Skipped only when flwr is not installed."""
 
 import json
@@ -19,6 +20,8 @@ from deqfl.experiments.config import load_config  # noqa: E402
 from deqfl.experiments.engines import run_on_superlink  # noqa: E402
 from deqfl.experiments.results import read_jsonl  # noqa: E402
 from deqfl.experiments.runner import run_experiment  # noqa: E402
+from deqfl.fl.checkpoint import CLIENT_STATE_DIR  # noqa: E402
+from deqfl.fl.client_state import ClientStateStore  # noqa: E402
 
 SMALL = [
     "data.dataset=digits", "data.alpha=1.0", "data.eval_subset=0", "experiment.rounds=2", "data.num_clients=4",
@@ -57,14 +60,29 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_fedeq_on_flower_sim_matches_embedded(flower_env):
+def _client_states(run_dir):
+    store = ClientStateStore(run_dir / CLIENT_STATE_DIR)
+    return {cid: store.get(cid) for cid in store.clients()}
+
+
+def test_fedeq_on_flower_sim_resumes_its_heads_and_duals_and_matches_embedded(flower_env):
+    """Under flower-sim the server's store keeps each client's head and dual (they travel
+    with its task and its reply, not counted as bytes), so a simulation stopped after
+    round 1 and resumed ends as the embedded engine's uninterrupted run, with the same
+    client state."""
     tmp = flower_env
     cache = f"data.cache_dir={json.dumps(str(tmp / 'cache'))}"
     run_experiment(load_config(None, SMALL + [cache]), tmp / "embedded")
-    run_experiment(load_config(None, SMALL + [cache, 'experiment.engine="flower-sim"']), tmp / "sim")
+    sim = load_config(None, SMALL + [cache, 'experiment.engine="flower-sim"'])
+    run_experiment(sim, tmp / "sim", stop_after=1)
+    assert len(_client_states(tmp / "sim")) == 4  # round 1's heads and duals reached the server's store
+    run_experiment(sim, tmp / "sim", resume=True)
     _assert_same_personal_run(tmp / "embedded", tmp / "sim")
-    assert any((tmp / "embedded" / "client_state").iterdir())
-    assert not any((tmp / "sim" / "client_state").iterdir())  # heads and duals stayed on the nodes
+    embedded, simulated = _client_states(tmp / "embedded"), _client_states(tmp / "sim")
+    assert sorted(embedded) == sorted(simulated) == [0, 1, 2, 3]
+    for cid, state in embedded.items():
+        assert sorted(state) == sorted(simulated[cid]) and any(k.startswith("dual/") for k in state)
+        assert max(float((state[k].double() - simulated[cid][k].double()).abs().max()) for k in state) <= 1e-5
 
 
 def test_fedeq_on_a_loopback_deployment_keeps_heads_and_duals_on_the_nodes(flower_env):

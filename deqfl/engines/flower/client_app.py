@@ -6,10 +6,12 @@ digest and rebuild the run's node with `load_node` (cached in this process per d
 data folder), take the client's rows from the node's partition (cached on disk under the
 data cache, keyed by the config's digest), run `deqfl.fl.client.train_client` under the
 task's tier budget, and reply with the encoded returned state (with the update's extras)
-and the update's fields. The client's own state (SCAFFOLD's control variate) lives on the
-node, in `Context.state` under `CLIENT_STATE_KEY` (an ArrayRecord): read before training,
-replaced after it, never sent to the server (so a server-side resume does not roll it back,
-docs/RELIABILITY.md).
+and the update's fields. The client's own state (personal parts and duals,
+SCAFFOLD's control variate, warm-start caches) lives on a deployed node, in `Context.state`
+under `CLIENT_STATE_KEY` (an ArrayRecord): read before training, replaced after it, never
+sent to the server (so a server-side resume does not roll it back, docs/RELIABILITY.md).
+Under a simulation the task says `state-on-server`: the state comes with the task from the
+server's store and goes back with the reply, so a resumed simulation restores it.
 `query`: report the node config (`partition-id`, `num-partitions`, optional `tier`), from
 which the server maps client ids to Flower node ids.
 
@@ -90,7 +92,7 @@ def _train(load_node: NodeLoader, message: Message, context: Context) -> Message
 
     from deqfl.fl.client import train_client  # noqa: PLC0415
     from deqfl.fl.personal.mod import complete_download  # noqa: PLC0415
-    from deqfl.fl.transport import decode_state, encode_state, split_extras, with_extras  # noqa: PLC0415
+    from deqfl.fl.transport import decode_state, encode_state, pack_tensors, split_extras, with_extras  # noqa: PLC0415
 
     record = message.content.config_records[P.TASK_KEY]
     client_id = int(record["client-id"])  # type: ignore[arg-type]
@@ -111,19 +113,35 @@ def _train(load_node: NodeLoader, message: Message, context: Context) -> Message
     data = _client_data(run, digest, client_id)
     received, extras = split_extras(decode_state(bytes(record["payload"]), like=run.reference))  # type: ignore[arg-type]
     received = complete_download(received, run.reference, task.personalization)  # the entries that stay here
-    kept = context.state.array_records.get(CLIENT_STATE_KEY)
+    on_server = bool(record.get(P.STATE_ON_SERVER, False))
     _log_startup(client_id)
     try:
         update = train_client(
             run.node.model, received, task, run.node.dataset, data,
-            client_state=None if kept is None else dict(kept.to_torch_state_dict()), server_extras=extras,
+            client_state=_kept_state(record, context, on_server), server_extras=extras,
         )
     except ClientFailure as exc:  # a declared failure (an injected crash): a plain error reply, no traceback
         return Message(error=Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, str(exc)), reply_to=message)
+    handed_back = None
     if update.client_state is not None:
-        context.state[CLIENT_STATE_KEY] = ArrayRecord(torch_state_dict=update.client_state)
+        if on_server:
+            handed_back = pack_tensors(update.client_state)
+        else:
+            context.state[CLIENT_STATE_KEY] = ArrayRecord(torch_state_dict=update.client_state)
     upload = encode_state(with_extras(update.state, update.extras), run.node.transport_dtype)
-    return Message(P.update_record(update, upload), reply_to=message)
+    return Message(P.update_record(update, upload, handed_back), reply_to=message)
+
+
+def _kept_state(record: ConfigRecord, context: Context, on_server: bool) -> dict[str, torch.Tensor] | None:
+    """The client's persistent state before training: from the task (the server's store)
+    under `state-on-server`, else from this node's `Context.state`."""
+    from deqfl.fl.transport import decode_state  # noqa: PLC0415
+
+    if on_server:
+        packed = record.get(P.CLIENT_STATE)
+        return None if packed is None else decode_state(bytes(packed))  # type: ignore[arg-type]
+    kept = context.state.array_records.get(CLIENT_STATE_KEY)
+    return None if kept is None else dict(kept.to_torch_state_dict())
 
 
 @dataclass

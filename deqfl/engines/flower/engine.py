@@ -37,7 +37,8 @@ PULL_INTERVAL = 0.1
 def grid_engine(grid: Grid, run: FlowerRun) -> "GridEngine":
     """The engine for `run` on `grid`. Messages live `round_timeout` + 60 s; a node query
     waits at most 30 s (or `round_timeout`, if shorter)."""
-    strategy = DeqflStrategy(run.config_text, message_ttl=run.round_timeout + 60.0)
+    strategy = DeqflStrategy(run.config_text, message_ttl=run.round_timeout + 60.0,
+                             state_on_server=run.client_state_on_server)
     return GridEngine(
         grid, strategy, run.num_clients, run.round_timeout,
         connect_timeout=run.connect_timeout, query_timeout=min(30.0, run.round_timeout),

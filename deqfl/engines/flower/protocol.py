@@ -9,8 +9,15 @@ A train message (`MessageType.TRAIN`) holds one `ConfigRecord` under `"task"`:
 - `config`: the resolved experiment config (TOML text) from which the client rebuilds its
   data set and partition (cached per config digest), and `digest`, that config's SHA-256.
 
+  Under a simulation (`FlowerRun.client_state_on_server`) it also holds `state-on-server`
+  (true) and, where the server's store holds any, `client-state`: the client's persistent
+  state (`deqfl.fl.transport.pack_tensors`), which the client uses instead of its node's
+  `Context.state`.
+
 The reply holds a `ConfigRecord` under `"update"`: `payload` (the client's returned state,
-encoded in the wire dtype) and `update` (JSON of the `ClientUpdate` fields but the state).
+encoded in the wire dtype) and `update` (JSON of the `ClientUpdate` fields but the state);
+under a simulation also `client-state`, the client's persistent state after the round, for
+the server's store (never counted as uploaded bytes).
 A query message (`MessageType.QUERY`) asks a node which client id it hosts; the reply's
 `"node"` record carries `partition-id`, `num-partitions` and, if set, `tier`.
 Errors travel as Flower error replies; the engine turns them into rejected clients.
@@ -41,6 +48,8 @@ PARTITION_ID = "partition-id"
 NUM_PARTITIONS = "num-partitions"
 TIER = "tier"
 DATA_DIR = "data-dir"
+STATE_ON_SERVER = "state-on-server"
+CLIENT_STATE = "client-state"
 
 
 def config_digest(config_toml: str) -> str:
@@ -87,17 +96,38 @@ def _typed(annotation: Any, value: Any) -> Any:
     return value
 
 
-def task_record(client_id: int, task: ClientTask, download: bytes, config_toml: str, digest: str) -> RecordDict:
-    return RecordDict({TASK_KEY: ConfigRecord({
+def task_record(
+    client_id: int, task: ClientTask, download: bytes, config_toml: str, digest: str,
+    state_on_server: bool = False, client_state: bytes | None = None,
+) -> RecordDict:
+    """The train message's record; `client_state` (the server store's bytes for this
+    client) travels only with `state_on_server`."""
+    record: dict[str, Any] = {
         "client-id": client_id, "payload": download, "task": task_to_json(task),
         "config": config_toml, "digest": digest,
-    })})
+    }
+    if state_on_server:
+        record[STATE_ON_SERVER] = True
+        if client_state is not None:
+            record[CLIENT_STATE] = client_state
+    return RecordDict({TASK_KEY: ConfigRecord(record)})
 
 
-def update_record(update: ClientUpdate, upload: bytes) -> RecordDict:
+def update_record(update: ClientUpdate, upload: bytes, client_state: bytes | None = None) -> RecordDict:
+    """The reply's record; `client_state` is set only when the task said `state-on-server`."""
     from deqfl.fl.reply import update_fields  # noqa: PLC0415
 
-    return RecordDict({UPDATE_KEY: ConfigRecord({"payload": upload, "update": json.dumps(update_fields(update))})})
+    record: dict[str, Any] = {"payload": upload, "update": json.dumps(update_fields(update))}
+    if client_state is not None:
+        record[CLIENT_STATE] = client_state
+    return RecordDict({UPDATE_KEY: ConfigRecord(record)})
+
+
+def client_state_from_record(content: RecordDict) -> object:
+    """The reply's `client-state` value as sent (None: absent); the server's intake bounds
+    and decodes it (`deqfl.fl.intake.read_client_state`), dropping anything malformed."""
+    record = content.config_records.get(UPDATE_KEY)
+    return None if record is None else record.get(CLIENT_STATE)
 
 
 def update_from_record(content: RecordDict) -> tuple[dict[str, Any], bytes]:

@@ -29,7 +29,11 @@ class FlowerRun:
     round's replies. `connect_timeout`: seconds to wait on the first round for nodes
     hosting every sampled client. `client_cpus`: CPUs the simulation reserves per virtual
     client; `client_gpus`: the share of a GPU it reserves (0 when the run computes on the
-    CPU).
+    CPU). `client_state_on_server`: each client's persistent state (personal parts,
+    duals, SCAFFOLD's control variate, warm-start caches) travels with its task and
+    reply and is kept in the server's store, checkpointed with the run (a simulation,
+    whose virtual nodes keep nothing across a resume); False: it stays on the node, in
+    Flower's `Context.state` (a deployment).
     """
 
     config_text: str
@@ -38,6 +42,7 @@ class FlowerRun:
     connect_timeout: float
     client_cpus: float
     client_gpus: float = 0.0
+    client_state_on_server: bool = False
 
 
 @dataclass

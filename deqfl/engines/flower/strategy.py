@@ -8,6 +8,10 @@ Flower engine (`GridEngine`) hands each round's jobs to this strategy:
 - `configure_train` builds one TRAIN message per job deqfl chose (never Flower's random
   `sample_nodes`), addressed to the node that hosts that client id, carrying deqfl's
   serialized payload bytes untouched;
+- with `state_on_server` (a simulation), each message also carries the client's state
+  from the server's store, and each reply's returned client state goes back into its
+  `ClientReply` for the store (so a resumed simulation restores it, as the embedded
+  engine does); on a deployment the state stays on the node;
 - `aggregate_train` turns the replies into `ClientReply` objects keyed by client id
   (error replies become failed clients), and never averages anything itself: Flower's
   default averaging would weight every key by `num-examples`, average NaN updates and
@@ -37,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 class DeqflStrategy(FedAvg):
-    def __init__(self, config_toml: str, message_ttl: float):
+    def __init__(self, config_toml: str, message_ttl: float, state_on_server: bool = False):
         super().__init__(
             fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=0,
             min_evaluate_nodes=0, min_available_nodes=0,
@@ -45,6 +49,7 @@ class DeqflStrategy(FedAvg):
         self.config_toml = config_toml
         self.digest = P.config_digest(config_toml)
         self.message_ttl = message_ttl
+        self.state_on_server = state_on_server
         self._jobs: list[ClientJob] = []
         self._node_of: dict[int, int] = {}
         self._client_of: dict[int, int] = {}
@@ -63,7 +68,8 @@ class DeqflStrategy(FedAvg):
         download = bytes(config["payload"])  # type: ignore[arg-type]
         return [
             Message(
-                P.task_record(job.data.client_id, job.task, download, self.config_toml, self.digest),
+                P.task_record(job.data.client_id, job.task, download, self.config_toml, self.digest,
+                              self.state_on_server, job.client_state),
                 dst_node_id=self._node_of[job.data.client_id],
                 message_type=MessageType.TRAIN,
                 group_id=str(server_round),
@@ -94,7 +100,8 @@ class DeqflStrategy(FedAvg):
                 continue
             fields = {**fields, "client_id": cid}  # the node's client, whatever the reply says
             received += 1
-            self.replies[cid] = ClientReply(cid, payload=upload, fields=fields)
+            kept = P.client_state_from_record(msg.content) if self.state_on_server else None
+            self.replies[cid] = ClientReply(cid, payload=upload, fields=fields, client_state=kept)  # type: ignore[arg-type]
         return None, MetricRecord({"received": received, "failed": failed})
 
     def configure_evaluate(
