@@ -1,4 +1,5 @@
-"""`deqfl reproduce`: run the evidence suite (E1-E4) and write report.md + results.json."""
+"""`deqfl reproduce`: run the evidence suite (the sweeps, E1-E4, E1F, E2B, E2W; E5 when named;
+the CIFAR-10 protocol when asked) and write report.md + results.json."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ DEFAULT_STORE = Path("docs/results")
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "reproduce", help="run the evidence suite (E1-E4) and build its report",
+        "reproduce", help="run the evidence suite (E1-E5) and build its report",
         description="Run the suite run by run (resumable; finished runs are stored as JSON and "
         "never rerun), then write OUT/report.md, its plots and OUT/results.json.",
     )

@@ -42,3 +42,11 @@ def test_target_lines_judge_within_and_ahead_by_the_spread():
 
 def test_no_mixed_run_no_lines():
     assert budget_target_lines([_run("deq-fedavg", "all-strong", 0, 0.8)], "E2B", "d") == []
+
+
+def test_a_mixed_fleet_more_than_half_a_point_below_does_not_hold():
+    results = [_run("deq-fedavg", "mixed", 0, 0.853, weak=0.85), _run("deq-fedavg", "all-strong", 0, 0.860)]
+    (line,) = [x for x in budget_target_lines(results, "E2B", "d") if "all-strong" in x]
+    assert line == ("- against deq-fedavg (all-strong), final accuracy: -0.70 pt (s0 -0.70): "
+                    "**does not hold (more than 0.5 pt below)**; mean of the last 5 rounds +0.00 pt (s0 +0.00): "
+                    "holds (within 0.5 pt) (one seed).")

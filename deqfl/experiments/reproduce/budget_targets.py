@@ -67,7 +67,8 @@ def _judged(a: dict, b: dict, measure: Measure, rule: str) -> tuple[str, str, in
     mean = sum(diffs.values()) / len(diffs)
     text = f"{mean:+.2f} pt (" + ", ".join(f"s{s} {d:+.2f}" for s, d in diffs.items()) + ")"
     if rule == "within":
-        return text, f"{'holds' if mean >= -WITHIN_POINTS else 'does not hold'} (within {WITHIN_POINTS:g} pt)", len(diffs)
+        verdict = f"holds (within {WITHIN_POINTS:g} pt)" if mean >= -WITHIN_POINTS else f"does not hold (more than {WITHIN_POINTS:g} pt below)"
+        return text, verdict, len(diffs)
     spreads = [s for s in (_spread(a, measure), _spread(b, measure)) if s is not None]
     if len(diffs) < 2 or not spreads:
         return text, "spread over seeds unknown, not judged", len(diffs)
