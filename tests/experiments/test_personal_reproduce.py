@@ -101,6 +101,9 @@ def test_section_answers_the_targets_from_fabricated_runs(tmp_path):
         {**_run("deq-fedeq", 0.7, 1.0, 1), "dataset": "cifar10", "group": "labels=5", "run_id": "E5-c"},
     ]
     text = "\n".join(section_e5(results))
+    assert "over the training clients it sampled (9 a run," in text
+    assert "(8-9 a run," in "\n".join(section_e5(results + [{**results[0], "run_id": "E5-8", "rounds": [
+        {**results[0]["rounds"][-1], "personal_accuracy": {**results[0]["rounds"][-1]["personal_accuracy"], "clients": 8}}]}]))
     assert "### cifar10, 5 labels per client (target 70%)" in text
     assert "| deq-fedeq | mdeq-small-8 |" in text.split("### cifar10")[1]
     assert text.index("### mnist, 2 labels per client (target 97%)") < text.index("### fashion-mnist")  # protocol order

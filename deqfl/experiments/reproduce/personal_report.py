@@ -188,13 +188,22 @@ def memory_lines(store: Path, labels: list[str], measure: bool = True) -> list[s
             f"RSS over a step after a warm-up step; `deqfl.experiments.reproduce.step_memory`): {text}.", ""]
 
 
+def _sampled_text(results: list[dict[str, Any]]) -> str:
+    """How many clients the stored E5 runs' last-round personalised accuracies rest on
+    ("9", or a range such as "8-10")."""
+    counts = sorted({(r["rounds"][-1].get("personal_accuracy") or {}).get("clients") or 0
+                     for r in results if r["experiment"] == EXPERIMENT and r["rounds"]})
+    return f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
+
 def section_e5(results: list[dict[str, Any]], store: Path | None = None, measure: bool = True) -> list[str]:
     """E5's markdown section (module docstring); empty when no E5 run is stored."""
     grouped = cells(results)
     if not grouped:
         return []
     lines = ["## E5 personalised federated learning (100 clients, pathological partition, three-tier fleet)", "",
-             "Mean, p10 and unseen: the last round; tiers: mean over the last "
+             f"Mean and p10: the last round's, over the training clients it sampled ({_sampled_text(results)} a run, "
+             "so p10 is close to their minimum); unseen: every unseen client, after fitting; tiers: mean over the last "
              f"{TIER_ROUNDS} rounds; MB: shared parts only, up and down.", ""]
     if store is not None:
         labels = [model_label(dataset, m) for dataset in dict.fromkeys(d for d, _ in grouped) for m in MODELS]
