@@ -8,7 +8,11 @@ FlopCounterMode (convolutions and matrix products; MACs = FLOPs / 2), per sample
 - `macs_at_iterations(model, input_shape, iterations)`: a DEQ's training step at a mean of
   m forward iterations, `training_macs(cap=1) + (m - 1) * cell_macs`: under a gradient mode
   whose backward cost does not grow with the forward iterations (JFB, phantom), the forward
-  solve is the only part that does; an explicit model's `training_macs` (m ignored).
+  solve is the only part that does; an explicit model's `training_macs` (m ignored);
+- `correction_point_macs(model, input_shape)`: what one fixed-point correction point adds
+  to a training step (`deqfl.fl.client.loss_terms.FixedPointCorrection`): the model run
+  again from the inputs with each DEQ answering by one differentiable cell application
+  from a kept solver output (`deqfl.deq.budget.replaying`), its cross-entropy and backward.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from deqfl.deq import solver_budget
+from deqfl.deq.budget import replaying
 from deqfl.models.anytime import find_deq
 
 Shape = tuple[int, int, int]
@@ -64,3 +69,18 @@ def macs_at_iterations(model: nn.Module, input_shape: Shape, iterations: float |
     if iterations is None:
         raise ValueError("a DEQ's training MACs need its mean forward iterations")
     return training_macs(model, input_shape, 1) + (iterations - 1) * cell_macs(model, input_shape)
+
+
+def correction_point_macs(model: nn.Module, input_shape: Shape, batch: int = 2) -> float:
+    """MACs per sample of one fixed-point correction point (module docstring)."""
+    if find_deq(model) is None:
+        raise ValueError("fixed-point correction needs a DEQ model")
+    x, y = torch.randn(batch, *input_shape), torch.arange(batch) % 10
+    model.train()
+    with solver_budget(model, forward_cap=2, tol=0.0, correction_points=1) as solves:
+        model(x)  # a training solve keeps its output after one evaluation: the point to replay
+    counter = FlopCounterMode(display=False)
+    with counter, replaying(model, solves, 0):
+        F.cross_entropy(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 2 / batch

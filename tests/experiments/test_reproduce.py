@@ -457,7 +457,8 @@ def test_e2w_section_answers_the_iteration_target_against_e2b_plain_run(tmp_path
         ("E2W", "deq-cap4", 1, 0.79, 1.5, plain_curve),  # over seeds 0 and 1: x7.5/2.75, -2 pt
         ("E2W", "deq-correction", 0, 0.85, 12.0, {"1": 0.80, "2": 0.856, "4": 0.85, "8": 0.85, "16": 0.85}),  # -1 pt
     ):
-        spec, summary, rounds = _fake(RunSpec(experiment, method, "fashion-mnist", seed, (method,), "all-strong"), final, curve)
+        overrides = (f"experiment.name={method}",)  # valid overrides: the section counts each run's MACs from them
+        spec, summary, rounds = _fake(RunSpec(experiment, method, "fashion-mnist", seed, overrides, "all-strong"), final, curve)
         for row in rounds:
             row["clients"] = [{"tier": "strong", "weight": 0.5, "forward_cap": 16, "iterations": iterations}] * 2
         save_result(store, spec, summary, rounds)
@@ -466,6 +467,9 @@ def test_e2w_section_answers_the_iteration_target_against_e2b_plain_run(tmp_path
     plain = next(line for line in section.splitlines() if line.startswith("| deq-plain"))
     # seeds 0 and 1; equal K: 8 reaches each seed's own accuracy at K=16 minus 0.5
     assert "| 16 ± 0 | 83.00 ± 4.24 | 7.5 ± 6.4 |" in plain and plain.endswith("| 8 ± 0 | 2 |")
+    warm, cap4 = (next(line for line in section.splitlines() if line.startswith(f"| {m} |")) for m in ("deq-warm", "deq-cap4"))
+    macs = [float(line.split(" | ")[6].split(" ")[0]) for line in (warm, cap4)]
+    assert macs[0] > macs[1] > 0  # 5 iterations per step against 2.75 on average, the same model
     assert ("deq-warm: final accuracy -0.20 pt; training iterations x2.40 fewer; inference budget for deq-plain's "
             "accuracy x1.00 smaller: **holds** (one seed)") in section
     # correction: K=2 reaches plain's accuracy (x4 smaller), but its final accuracy is 1 point lower
@@ -491,3 +495,22 @@ def test_borrowed_runs_are_the_other_experiments_runs_a_section_reads(tmp_path):
     e3 = [s for s in build_suite(FULL, ("E3",)) if s.seed == 0 and s.dataset == "mnist"]
     assert [(r["method"], r["group"]) for r in borrowed_runs(e3, stored)] == [("deq-quality", "mixed")]
     assert borrowed_runs([s for s in build_suite(FULL, ("E1",))], stored) == []
+
+
+def test_run_macs_add_each_correction_point_the_training_cap_allows():
+    from deqfl.deq.accounting import correction_steps  # noqa: PLC0415
+    from deqfl.experiments.config import load_config  # noqa: PLC0415
+    from deqfl.experiments.reproduce.compute import run_macs  # noqa: PLC0415
+    from deqfl.models import build_model  # noqa: PLC0415
+    from deqfl.models.macs import correction_point_macs, macs_at_iterations  # noqa: PLC0415
+
+    rounds = [{"round": 1, "tier_solves": {"strong": {"caps": [8, 8], "iterations": [3.0, 4.0]}}}]
+    plain = ["model.options={channels=4}"]
+    corrected = plain + ["train.fixed_point_correction=0.1", "train.correction_points=3"]
+    model = build_model("deq-mnist", (1, 28, 28), channels=4)
+    cap = max(t.forward_cap for t in load_config(None, plain).fleet.resolved_tiers())
+    base, how = run_macs({"overrides": plain, "dataset": "mnist", "rounds": rounds})
+    assert how == "measured" and base == macs_at_iterations(model, (1, 28, 28), 3.5)
+    with_points, _ = run_macs({"overrides": corrected, "dataset": "mnist", "rounds": rounds})
+    points = len(correction_steps(cap, 3))
+    assert points >= 1 and with_points == pytest.approx(base + points * correction_point_macs(model, (1, 28, 28)))

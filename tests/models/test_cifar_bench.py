@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+import torch
+
 from deqfl.bench.cifar_models_bench import SHAPE, _build
 from deqfl.models import build_model
-from deqfl.models.macs import cell_macs, macs_at_iterations, training_macs
+from deqfl.models.macs import cell_macs, correction_point_macs, macs_at_iterations, training_macs
 from deqfl.cli.main import main
 
 
@@ -42,3 +45,15 @@ def test_bench_writes_its_figures(tmp_path):
     assert set(deq["seconds_per_sample"]) == {"cap4"} and deq["seconds_per_sample"]["cap4"]["4"] > 0
     assert deq["cpu_seconds_per_sample"]["cap4"]["4"] > 0
     assert 1 <= deq["iterations_at_init"] <= 18
+
+
+def test_a_correction_point_costs_one_cell_training_step_without_its_solve():
+    torch.manual_seed(0)
+    model, shape = build_model("deq-mnist", channels=4), (1, 28, 28)
+    point = correction_point_macs(model, shape)
+    # a replayed point runs the stem, one differentiable cell application and the head,
+    # forward and backward: a training step at cap 1 less nothing but the solve's one
+    # evaluation, which the replay replaces
+    assert cell_macs(model, shape) < point <= training_macs(model, shape, 1)
+    with pytest.raises(ValueError, match="needs a DEQ"):
+        correction_point_macs(build_model("cnn-small"), shape)

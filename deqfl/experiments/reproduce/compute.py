@@ -1,7 +1,9 @@
 """What a stored run's model costs per training sample: multiply-accumulates of one
 training step (`deqfl.models.macs`), for a DEQ at the run's measured mean forward
 iterations per training step, or at its training cap when the run recorded none (runs
-stored before per-client solves were kept: an upper bound).
+stored before per-client solves were kept: an upper bound); under fixed-point correction
+training, plus `correction_point_macs` for each correction step the training cap allows
+(`deqfl.deq.accounting.correction_steps`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from typing import Any
 
 from deqfl.experiments.config import load_config
 from deqfl.models import build_model, find_deq
-from deqfl.models.macs import macs_at_iterations
+from deqfl.deq.accounting import correction_steps
+from deqfl.models.macs import correction_point_macs, macs_at_iterations
 
 INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 """The input shape of each data set of the evidence suite."""
@@ -50,4 +53,13 @@ def run_macs(run: dict[str, Any]) -> tuple[float, str]:
         iterations = float(max(t.forward_cap for t in config.fleet.resolved_tiers()))
         how = f"at cap {iterations:g}"
     macs, is_deq = _macs(config.model.name, options, shape, iterations)
+    if is_deq and config.train.fixed_point_correction > 0:
+        cap = max(t.forward_cap for t in config.fleet.resolved_tiers())
+        points = len(correction_steps(cap, config.train.correction_points))
+        macs += points * _point_macs(config.model.name, options, shape)
     return macs, how if is_deq else "explicit"
+
+
+@functools.lru_cache(maxsize=16)
+def _point_macs(name: str, options_json: str, shape: tuple[int, int, int]) -> float:
+    return correction_point_macs(build_model(name, shape, **json.loads(options_json)), shape)

@@ -7,7 +7,9 @@ Per variant, means over seeds:
 - training forward iterations per step: each fused client's mean, averaged over clients
   and all rounds, and over the last `LAST_ROUNDS` rounds alone (where the solves are longest);
 - the simulated compute seconds of the run (the clock charges each cell evaluation a
-  client actually made, correction points included);
+  client actually made, correction points included), and the multiply-accumulates per
+  training sample at the run's mean training iterations, correction points included
+  (`compute.run_macs`);
 - "equal K": the smallest inference budget whose accuracy is within `EQUAL_POINTS` points
   of the plain model's accuracy at the training cap.
 
@@ -22,7 +24,7 @@ from collections import defaultdict
 from typing import Any
 
 from deqfl.experiments.reproduce.analysis import Stat, stat
-from deqfl.experiments.reproduce.compute import training_cap, training_iterations
+from deqfl.experiments.reproduce.compute import run_macs, training_cap, training_iterations
 from deqfl.experiments.reproduce.suite import E2B_CAPS, E2B_MAX_NORM, E2W_PLAIN, E2W_VARIANTS
 
 EXPERIMENT = "E2W"
@@ -69,6 +71,7 @@ def _row_stats(runs: list[dict[str, Any]], cap_accuracy: dict[int, float]) -> di
         "iterations": _present([training_iterations(r["rounds"]) for r in runs]),
         "last": _present([training_iterations(r["rounds"][-LAST_ROUNDS:]) for r in runs]),
         "simulated": stat([r["summary"].get("simulated_seconds") for r in runs]),
+        "macs": _present([run_macs(r)[0] / 1e6 if r.get("overrides") else None for r in runs]),
         "equal_k": stat([equal_budget(r["summary"]["anytime"], cap_accuracy[r["seed"]]) if r["summary"].get("anytime")
                          and r["seed"] in cap_accuracy else None for r in runs]),
     }
@@ -85,19 +88,21 @@ def section_e2w(results: list[dict[str, Any]], out: Any = None) -> list[str]:
              f"deq-plain is E2B's all-strong deq-fedavg run, at the seeds E2W ran. Training iterations: each fused client's mean forward "
              f"iterations per training step, over all rounds and the last {LAST_ROUNDS}; simulated seconds: the "
              "clock's charge for the cell evaluations clients made; equal K: the smallest inference budget within "
-             f"{EQUAL_POINTS:g} point of deq-plain's accuracy at K={cap}. Means over seeds.", ""]
+             f"{EQUAL_POINTS:g} point of deq-plain's accuracy at K={cap}; M MACs: multiply-accumulates per training sample at "
+             "the run's mean training iterations, correction points included. Means over seeds.", ""]
     for dataset, methods in grouped.items():
         cap_accuracy = {r["seed"]: r["summary"]["anytime"][str(cap)] for r in methods.get(PLAIN, [])
                         if str(cap) in (r["summary"].get("anytime") or {})}
         budgets = sorted({int(k) for runs in methods.values() for r in runs for k in (r["summary"].get("anytime") or {})})
         stats = {m: _row_stats(runs, cap_accuracy) for m, runs in methods.items()}
         header = ["method", "training cap", "final accuracy (%)", "training iterations (all rounds)",
-                  f"(last {LAST_ROUNDS} rounds)", "simulated s", *[f"K={b} (%)" for b in budgets], "equal K", "seeds"]
+                  f"(last {LAST_ROUNDS} rounds)", "simulated s", "M MACs per training sample",
+                  *[f"K={b} (%)" for b in budgets], "equal K", "seeds"]
         rows = []
         for method, runs in methods.items():
             s = stats[method]
             rows.append([method, s["cap"].format(digits=0), s["final"].format(100), s["iterations"].format(digits=1), s["last"].format(digits=1),
-                         s["simulated"].format(digits=0),
+                         s["simulated"].format(digits=0), s["macs"].format(digits=2),
                          *[stat([(r["summary"].get("anytime") or {}).get(str(b)) for r in runs]).format(100, 1) for b in budgets],
                          s["equal_k"].format(digits=0), str(len(runs))])
         lines += [f"### {dataset}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
