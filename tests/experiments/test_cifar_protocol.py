@@ -30,7 +30,13 @@ def test_every_cifar_run_is_a_valid_config_of_its_scale(gpu):
             assert config.experiment.rounds == scale.rounds and config.train.lr_schedule == "cosine"
     e1 = [s.method for s in specs if s.experiment == "E1"]
     assert sorted(e1) == sorted(cp.MODELS)
-    assert len([s for s in specs if s.experiment == "E3"]) == 2 * 6 - 2  # E2 already ran two rules at alpha 0.5
+    e3 = [s for s in specs if s.experiment == "E3"]
+    assert len(e3) == 2 * 7 - 2  # six rules and FedNova's SGD control; E2 already ran two rules at alpha 0.5
+    control, fednova = ({s.group: load_config(None, list(s.overrides)) for s in e3 if s.method == m}
+                        for m in (cp.SGD_CONTROL, "fednova"))
+    for alpha, config in control.items():  # the control differs from FedNova in the aggregator alone
+        assert config.fusion.aggregator == "mean" and fednova[alpha].fusion.aggregator == "fednova"
+        assert config.train == fednova[alpha].train and config.fleet == fednova[alpha].fleet
 
 
 def test_each_family_has_three_growing_widths():

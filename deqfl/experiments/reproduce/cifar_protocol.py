@@ -20,7 +20,8 @@ Runs, in this order, after the MNIST-like data sets' runs:
 - E2: the fleets of the MNIST suite with `HEADLINE["deq"]` and `HEADLINE["cnn"]` (the
   CNN runs partial work and HeteroFL).
 - E3: the fusion rules under the mixed fleet at Dirichlet `E3_ALPHAS` (the rules E2 already
-  ran at the default 0.5 are read from E2, as on MNIST).
+  ran at the default 0.5 are read from E2, as on MNIST), and `SGD_CONTROL`, FedAvg with
+  FedNova's SGD clients.
 
 `CPU` is the protocol for this machine; `GPU` the same runs at full size with
 `experiment.device = "cuda"` (more rounds, a local epoch, the whole test set each round).
@@ -85,7 +86,12 @@ SGD_LR = 0.01
 """FedNova assumes heavy-ball SGD clients, so its E3 run trains the DEQ with SGD (momentum
 0.9) at this rate: the best held-back accuracy of T0's `<deq>-sgd` runs in the store
 (2026-12-02; the bottom of `SGD_SWEEP_LRS`)."""
-SGD_RULES = ("fednova",)
+SGD_CONTROL = "fedavg-sgd"
+"""E3's control for FedNova on CIFAR-10: FedAvg with FedNova's SGD clients. The other
+rules train with Adam, so FedNova's difference from FedAvg would mix its normalisation
+with its optimiser; FedNova against this run is the normalisation alone."""
+SGD_RULES = ("fednova", SGD_CONTROL)
+E3_RULES = (*FUSION_RULES, SGD_CONTROL)
 E3_ALPHAS = (0.1, E2_ALPHA)
 
 
@@ -226,8 +232,8 @@ def _e3(scale: CifarScale, seed: int, common: tuple[str, ...]) -> list[RunSpec]:
     return [
         RunSpec("E3", rule, CIFAR, seed, common + model_overrides(HEADLINE["deq"], sgd=rule in SGD_RULES) + (
             tiers(scale, 0.5, 0.5), f"data.alpha={alpha}",
-        ) + _rule_overrides(rule), f"alpha={alpha:g}")
-        for alpha in E3_ALPHAS for rule in FUSION_RULES
+        ) + _rule_overrides("fedavg" if rule == SGD_CONTROL else rule), f"alpha={alpha:g}")
+        for alpha in E3_ALPHAS for rule in E3_RULES
         if not (alpha == E2_ALPHA and rule in E3_FROM_E2)
     ]
 
