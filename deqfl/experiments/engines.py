@@ -61,7 +61,8 @@ def _flower_simulation(
     prepare_run_dir(out_dir, config, resume)  # fail on a used directory before Ray starts
     return run_in_simulation(
         flower_run(config), client_app,
-        lambda grid: run_rounds(config, out_dir, resume, on_round, stop_after, grid_engines(grid, config)),
+        lambda grid: run_rounds(config, out_dir, resume, on_round, stop_after,
+                                grid_engines(grid, config, client_state_on_server=True)),
     )
 
 

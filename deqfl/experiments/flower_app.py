@@ -23,6 +23,7 @@ process never imports the server's round loop, and a query message imports no to
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import tomllib
 from pathlib import Path
@@ -71,8 +72,9 @@ resume = false
 
 def flower_run(config: ExperimentConfig) -> FlowerRun:
     """The Flower engines' view of the run `config` describes; a virtual client reserves
-    `flower.client_gpus` of a GPU when the run computes on CUDA; under `flower-sim` the
-    server's store keeps the clients' state (a deployment's nodes keep their own)."""
+    `flower.client_gpus` of a GPU when the run computes on CUDA. Its clients keep their
+    own state (`client_state_on_server` False): only the simulation launcher asks for it
+    (`grid_engines`), never the config."""
     from deqfl.devices import resolve_device  # noqa: PLC0415
     from deqfl.engines.flower.spec import FlowerRun  # noqa: PLC0415
 
@@ -82,15 +84,16 @@ def flower_run(config: ExperimentConfig) -> FlowerRun:
         config_text=config.to_toml(), num_clients=config.data.num_clients, round_timeout=flower.round_timeout,
         connect_timeout=flower.connect_timeout, client_cpus=flower.client_cpus,
         client_gpus=flower.client_gpus if on_cuda else 0.0,
-        client_state_on_server=config.experiment.engine == "flower-sim",
     )
 
 
-def grid_engines(grid: Grid, config: ExperimentConfig) -> EngineFactory:
-    """An engine factory for `runner.run_rounds`: the run's clients on `grid`'s nodes."""
+def grid_engines(grid: Grid, config: ExperimentConfig, client_state_on_server: bool = False) -> EngineFactory:
+    """An engine factory for `runner.run_rounds`: the run's clients on `grid`'s nodes;
+    `client_state_on_server` (the simulation launcher's, never a deployment's): their state
+    travels with tasks and replies into the server's store (`FlowerRun`)."""
     from deqfl.engines.flower.engine import grid_engine  # noqa: PLC0415
 
-    run = flower_run(config)
+    run = dataclasses.replace(flower_run(config), client_state_on_server=client_state_on_server)
 
     def factory(fed: Federation) -> Engine:
         return grid_engine(grid, run)

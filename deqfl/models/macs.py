@@ -72,7 +72,9 @@ def macs_at_iterations(model: nn.Module, input_shape: Shape, iterations: float |
 
 
 def correction_point_macs(model: nn.Module, input_shape: Shape, batch: int = 2) -> float:
-    """MACs per sample of one fixed-point correction point (module docstring)."""
+    """MACs per sample of one fixed-point correction point (module docstring). Leaves
+    `model` in training mode with its gradients cleared (and a normalisation layer's
+    running statistics moved by the extra forward pass): pass a model built to be counted."""
     if find_deq(model) is None:
         raise ValueError("fixed-point correction needs a DEQ model")
     x, y = torch.randn(batch, *input_shape), torch.arange(batch) % 10

@@ -79,7 +79,7 @@ def test_a_message_maps_the_data_and_imports_only_what_it_needs(tmp_path, shared
     assert first["query"] == {"partition-id": 1, "num-partitions": 4}
     assert not first["torch_after_query"]  # answering a query imports no torch
     assert first["num_examples"] == 90 and first["upload"] > 0
-    assert "deqfl.experiments.runner" in first["imported"]  # it had to partition
+    assert "deqfl.experiments.federation" in first["imported"]  # it had to partition
 
     second = _message(config_file, 2)  # every later message: the caches exist
     assert not second["torch_after_query"] and second["num_examples"] == 90
@@ -87,4 +87,5 @@ def test_a_message_maps_the_data_and_imports_only_what_it_needs(tmp_path, shared
     server_only = {"deqfl.experiments.runner", "deqfl.fl.server", "deqfl.fl.fusion", "deqfl.engines.flower.engine",
                    "deqfl.engines.flower.strategy", "deqfl.experiments.results"}
     assert not server_only & set(second["imported"]), second["imported"]
+    assert "deqfl.experiments.federation" not in second["imported"]  # the partition came from the cache
     assert second["age"] is not None and second["age"] > 0

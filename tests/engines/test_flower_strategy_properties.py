@@ -237,3 +237,65 @@ def test_an_integer_payload_is_refused_not_allocated():
     """`bytes(10**12)` would allocate a terabyte: the reader refuses a non-bytes payload."""
     with pytest.raises(ValueError, match="'payload' must be bytes, got int"):
         P.update_from_record(RecordDict({P.UPDATE_KEY: ConfigRecord({"payload": 10**12, "update": "{}"})}))
+
+
+class FixedGrid:
+    """A Grid whose nodes answer every train message with a sound update and, beside it,
+    the `client-state` value `states[cid]` gives (absent: none)."""
+
+    def __init__(self, states: dict[int, object]):
+        self.states, self.replies, self.sent = states, {}, []
+
+    def get_node_ids(self):
+        return list(NODE.values())
+
+    def push_messages(self, messages):
+        ids = []
+        for msg in messages:
+            msg.metadata.__dict__["_message_id"] = mid = uuid.uuid4().hex
+            self.sent.append(msg)
+            ids.append(mid)
+            cid = msg.metadata.dst_node_id - 7000
+            if msg.metadata.message_type == MessageType.QUERY:
+                record = RecordDict({P.NODE_KEY: ConfigRecord({P.PARTITION_ID: cid, P.NUM_PARTITIONS: N})})
+            else:
+                update = {"payload": encode_state(_state("ok"), "float32"), "update": json.dumps(_fields(cid))}
+                if cid in self.states:
+                    update[P.CLIENT_STATE] = self.states[cid]
+                record = RecordDict({P.UPDATE_KEY: ConfigRecord(update)})
+            self.replies[mid] = Message(record, reply_to=msg)
+        return ids
+
+    def pull_messages(self, ids):
+        return [r for r in (self.replies.pop(mid, None) for mid in ids) if r is not None]
+
+
+@pytest.mark.parametrize("state_on_server", [True, False])
+def test_a_replys_client_state_reaches_the_store_only_in_simulation_and_only_when_sound(tmp_path, state_on_server):
+    """Under `state_on_server` (the simulation) a sound client state is kept and travels
+    with the client's next task; a malformed one (NaN values, an integer, a list, bytes
+    past the bound) rejects that reply with the reason. On a deployment a node's state is
+    never read: the store stays empty and no task carries state."""
+    from deqfl.fl.client_state import ClientStateStore  # noqa: PLC0415
+    from deqfl.fl.transport import pack_tensors  # noqa: PLC0415
+
+    sound = {"personal/h": torch.arange(4.0)}
+    states = {0: pack_tensors(sound), 1: pack_tensors({"personal/h": torch.tensor([math.nan])}), 2: 10**12,
+              3: [b"x"], 4: b"\0" * (10 * 2**20)}
+    store = ClientStateStore(tmp_path / "client_state")
+    with server_identity():
+        grid = FixedGrid(states)
+        engine = GridEngine(grid, DeqflStrategy(CONFIG_TEXT, message_ttl=60.0, state_on_server=state_on_server), N,
+                            round_timeout=1.0)
+        first = run_round(1, dict(GLOBAL), CLIENTS, TIERS, ROUND, engine, Fusion(FusionConfig()), store).record.to_json()
+        run_round(2, dict(GLOBAL), CLIENTS, TIERS, ROUND, engine, Fusion(FusionConfig()), store)
+    tasks = [m.content.config_records[P.TASK_KEY] for m in grid.sent if m.metadata.message_type == MessageType.TRAIN]
+    if not state_on_server:
+        assert store.clients() == [] and not first["rejected"]
+        assert not any(P.CLIENT_STATE in t or P.STATE_ON_SERVER in t for t in tasks)
+        return
+    assert store.clients() == [0] and torch.equal(store.get(0)["personal/h"], sound["personal/h"])
+    rejected = {r["client"]: r["reason"] for r in first["rejected"]}
+    assert sorted(rejected) == [1, 2, 3, 4] and all("malformed client state" in r for r in rejected.values())
+    second = {json.loads(t["task"])["round"]: t for t in tasks if t["client-id"] == 0}[2]
+    assert second[P.STATE_ON_SERVER] is True and second[P.CLIENT_STATE] == pack_tensors(sound)

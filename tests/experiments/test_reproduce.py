@@ -190,6 +190,17 @@ def test_report_shows_the_fusion_sweep_and_e3_with_its_e2_stand_ins(tmp_path):
     assert "fedavg leads fednova by more than the spread" in e3
 
 
+def test_e3_ranks_the_rules_not_fednovas_sgd_control_and_compares_fednova_with_it(tmp_path):
+    store = tmp_path / "store"
+    for seed in (0, 1):
+        for method, final in (("fednova", 0.50), ("fedavg-sgd", 0.52), ("fedavg", 0.44)):
+            save_result(store, *_fake(RunSpec("E3", method, "cifar10", seed, (method,), "alpha=0.1"), final + seed / 100))
+    e3 = build_report(load_results(store), tmp_path / "out", "t").read_text().split("## E3")[1].split("## E4")[0]
+    assert "| fedavg-sgd | 52.50 ± 0.71 |" in e3  # in the table
+    assert "fednova leads fedavg by more than the spread" in e3  # ranked without the control, which is higher
+    assert "- fednova against fedavg-sgd: final accuracy -2.00 pt (outside the spread)" in e3
+
+
 def test_cli_report_only_and_bad_arguments(tmp_path, capsys):
     assert main(["reproduce", "--report-only", "--out", str(tmp_path / "o")]) == 0
     assert (tmp_path / "o" / "report.md").exists()

@@ -113,7 +113,7 @@ def _train(load_node: NodeLoader, message: Message, context: Context) -> Message
     data = _client_data(run, digest, client_id)
     received, extras = split_extras(decode_state(bytes(record["payload"]), like=run.reference))  # type: ignore[arg-type]
     received = complete_download(received, run.reference, task.personalization)  # the entries that stay here
-    on_server = bool(record.get(P.STATE_ON_SERVER, False))
+    on_server = record.get(P.STATE_ON_SERVER) is True  # set only by the simulation's server
     _log_startup(client_id)
     try:
         update = train_client(

@@ -31,9 +31,10 @@ class FlowerRun:
     client; `client_gpus`: the share of a GPU it reserves (0 when the run computes on the
     CPU). `client_state_on_server`: each client's persistent state (personal parts,
     duals, SCAFFOLD's control variate, warm-start caches) travels with its task and
-    reply and is kept in the server's store, checkpointed with the run (a simulation,
-    whose virtual nodes keep nothing across a resume); False: it stays on the node, in
-    Flower's `Context.state` (a deployment).
+    reply and is kept in the server's store, checkpointed with the run: set by the
+    simulation launcher alone (its virtual nodes keep nothing across a resume); False,
+    the default and always a deployment's: it stays on the node, in Flower's
+    `Context.state`, and a reply's state is ignored.
     """
 
     config_text: str

@@ -2,7 +2,8 @@
 training step (`deqfl.models.macs`), for a DEQ at the run's measured mean forward
 iterations per training step, or at its training cap when the run recorded none (runs
 stored before per-client solves were kept: an upper bound); under fixed-point correction
-training, plus `correction_point_macs` for each correction step the training cap allows
+training, plus `correction_point_macs` for each correction step the training cap (the
+config's largest tier cap: exact for a one-tier fleet, an upper bound otherwise) allows
 (`deqfl.deq.accounting.correction_steps`).
 """
 

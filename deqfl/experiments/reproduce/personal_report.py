@@ -190,9 +190,11 @@ def memory_lines(store: Path, labels: list[str], measure: bool = True) -> list[s
 
 def _sampled_text(results: list[dict[str, Any]]) -> str:
     """How many clients the stored E5 runs' last-round personalised accuracies rest on
-    ("9", or a range such as "8-10")."""
-    counts = sorted({(r["rounds"][-1].get("personal_accuracy") or {}).get("clients") or 0
-                     for r in results if r["experiment"] == EXPERIMENT and r["rounds"]})
+    ("9", a range such as "8-10", or "n/a" where no run recorded it)."""
+    counts = sorted({count for r in results if r["experiment"] == EXPERIMENT and r["rounds"]
+                     if (count := (r["rounds"][-1].get("personal_accuracy") or {}).get("clients"))})
+    if not counts:
+        return "n/a"
     return f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
 
 

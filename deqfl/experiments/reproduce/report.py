@@ -170,10 +170,14 @@ def section_e3(results: list[dict[str, Any]], out: Path) -> list[str]:
         lines += [f"### {dataset}, Dirichlet {alpha}", ""]
         lines += md_table(["fusion", "final accuracy (%)", "accuracy at the weak budget (%)", "rounds to target",
                          "weak tier's fusion weight (%)", "global residual", "seeds"], rows)
-        verdict = rank_verdict(finals[(dataset, alpha)], "final accuracy")
+        here, control = finals[(dataset, alpha)], cifar_protocol.SGD_CONTROL
+        rules = {m: s for m, s in here.items() if m != control}  # the control is not a fusion rule: not ranked
+        verdict = rank_verdict(rules, "final accuracy")
         if verdict:
             lines += [verdict, ""]
-        lines += against_lines("quality-residual", finals[(dataset, alpha)])
+        lines += against_lines("quality-residual", rules)
+        if control in here:  # FedNova's normalisation alone: the same SGD clients
+            lines += against_lines("fednova", {m: here[m] for m in ("fednova", control) if m in here})
     return lines
 
 

@@ -72,7 +72,6 @@ def _row_stats(runs: list[dict[str, Any]], cap_accuracy: dict[int, float]) -> di
         "iterations": _present([training_iterations(r["rounds"]) for r in runs]),
         "last": _present([training_iterations(r["rounds"][-LAST_ROUNDS:]) for r in runs]),
         "simulated": stat([r["summary"].get("simulated_seconds") for r in runs]),
-        "macs": _present([run_macs(r)[0] / 1e6 if r.get("overrides") else None for r in runs]),
         "equal_k": stat([equal_budget(r["summary"]["anytime"], cap_accuracy[r["seed"]]) if r["summary"].get("anytime")
                          and r["seed"] in cap_accuracy else None for r in runs]),
     }
@@ -96,6 +95,8 @@ def section_e2w(results: list[dict[str, Any]], out: Any = None) -> list[str]:
                         if str(cap) in (r["summary"].get("anytime") or {})}
         budgets = sorted({int(k) for runs in methods.values() for r in runs for k in (r["summary"].get("anytime") or {})})
         stats = {m: _row_stats(runs, cap_accuracy) for m, runs in methods.items()}
+        macs = {m: _present([run_macs(r)[0] / 1e6 if r.get("overrides") else None for r in runs])
+                for m, runs in methods.items()}
         header = ["method", "training cap", "final accuracy (%)", "training iterations (all rounds)",
                   f"(last {LAST_ROUNDS} rounds)", "simulated s", "M MACs per training sample",
                   *[f"K={b} (%)" for b in budgets], "equal K", "seeds"]
@@ -103,7 +104,7 @@ def section_e2w(results: list[dict[str, Any]], out: Any = None) -> list[str]:
         for method, runs in methods.items():
             s = stats[method]
             rows.append([method, s["cap"].format(digits=0), s["final"].format(100), s["iterations"].format(digits=1), s["last"].format(digits=1),
-                         s["simulated"].format(digits=0), s["macs"].format(digits=2),
+                         s["simulated"].format(digits=0), macs[method].format(digits=2),
                          *[stat([(r["summary"].get("anytime") or {}).get(str(b)) for r in runs]).format(100, 1) for b in budgets],
                          s["equal_k"].format(digits=0), str(len(runs))])
         lines += [f"### {dataset}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
