@@ -145,20 +145,13 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
     evaluate_many = evaluator(fed, engine)
     state = federated_state(fed.model)
     initial = dict(state)  # the build-time model: where unseen clients' personal parts start
-    first_round, wall_before = 1, 0.0
     metrics_path = out_dir / "metrics.jsonl"
     run_hash = run_config_hash(config)
     client_state = ClientStateStore(out_dir / CLIENT_STATE_DIR)
     client_state.clear()  # a new run starts empty; a resumed one is restored below
+    first_round, wall_before = 1, 0.0
     if resume:
-        checkpoint = load_latest_checkpoint(out_dir, reference=state, config_hash=run_hash)
-        if checkpoint is not None:
-            state = _on(checkpoint.state, fed.device)  # checkpoints hold CPU tensors
-            fusion.load_state_dict(_on(checkpoint.fusion_state, fed.device))
-            client_state.restore(checkpoint.client_state)
-            first_round = checkpoint.round + 1
-            wall_before = float(checkpoint.extra.get("wall_seconds", 0.0))
-            log.info("resuming after round %d from %s", checkpoint.round, checkpoint.path)
+        state, first_round, wall_before = _resume(out_dir, state, fed.device, fusion, client_state, run_hash)
         kept = [r for r in rf.read_jsonl(metrics_path) if r["round"] < first_round]
         rf.rewrite_jsonl(metrics_path, kept)
     rounds = config.experiment.rounds
@@ -198,6 +191,21 @@ def _run(config, out_dir, resume, on_round, stop_after, engine_factory) -> dict[
     if last < rounds:
         return {}
     return finish(fed, out_dir, state, wall_before + time.perf_counter() - started, evaluate_many)
+
+
+def _resume(out_dir: Path, state: dict[str, torch.Tensor], device: torch.device, fusion, client_state: ClientStateStore,
+            run_hash: str) -> tuple[dict[str, torch.Tensor], int, float]:
+    """(global state, first round to run, wall seconds already spent) from the newest good
+    checkpoint, with the fusion rule's state and the client-state store restored from it;
+    `(state, 1, 0.0)` unchanged when there is none."""
+    checkpoint = load_latest_checkpoint(out_dir, reference=state, config_hash=run_hash)
+    if checkpoint is None:
+        return state, 1, 0.0
+    fusion.load_state_dict(_on(checkpoint.fusion_state, device))
+    client_state.restore(checkpoint.client_state)
+    log.info("resuming after round %d from %s", checkpoint.round, checkpoint.path)
+    # checkpoints hold CPU tensors
+    return _on(checkpoint.state, device), checkpoint.round + 1, float(checkpoint.extra.get("wall_seconds", 0.0))
 
 
 def _on(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
