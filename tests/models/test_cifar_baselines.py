@@ -8,14 +8,12 @@ import pickle
 import pytest
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from deqfl.data import load_dataset
 from deqfl.engines.spec import ModelSpec
 from deqfl.errors import ConfigError
 from deqfl.experiments.config import load_config
 from deqfl.experiments.runner import run_experiment
-from deqfl.models import accuracy, build_model, default_input_shape, parameter_count
+from deqfl.models import build_model, default_input_shape, parameter_count
 from deqfl.models.explicit import CifarBlock
 
 
@@ -56,24 +54,12 @@ def test_cnn_width_family_on_cifar(widths, params):
 
 
 @pytest.mark.parametrize("name,options", [("resnet-8", {"widths": (8, 16, 16)}), ("cnn-small", {"widths": (8, 16)})])
-def test_explicit_cifar_baselines_learn_synthetic_cifar_shaped_images(name, options):
-    data = load_dataset("synthetic", num_train=200, num_test=100, image_shape=(3, 32, 32), noise=32.0, seed=1)
-    x = (torch.tensor(data.x_train, dtype=torch.float32) / 255 - 0.5) / 0.25
-    y = torch.tensor(data.y_train)
-    x_test = (torch.tensor(data.x_test, dtype=torch.float32) / 255 - 0.5) / 0.25
+def test_explicit_cifar_baselines_learn_synthetic_cifar_shaped_images(name, options, train_on_synthetic_cifar):
     torch.manual_seed(0)
     model = build_model(name, (3, 32, 32), 10, **options)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for epoch in range(3):
-        for idx in torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch)).split(25):
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
+    losses, test_accuracy = train_on_synthetic_cifar(model, noise=32.0)
     assert sum(losses[-4:]) / 4 < 0.9 * sum(losses[:4]) / 4
-    assert accuracy(model, x_test, torch.tensor(data.y_test)) >= 0.5  # chance: 0.1
+    assert test_accuracy >= 0.5  # chance: 0.1
 
 
 def test_one_embedded_round_with_a_multiscale_deq(tmp_path):

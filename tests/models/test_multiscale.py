@@ -3,13 +3,11 @@ the unrolled twin, export, anytime evaluation and HeteroFL's refusal."""
 
 import pytest
 import torch
-from torch.nn import functional as F
 
-from deqfl.data import load_dataset
-from deqfl.deq import SolverConfig, solve, solver_budget
+from deqfl.deq import SolverConfig, solve
 from deqfl.errors import ConfigError
 from deqfl.experiments.export import fixed_budget_model
-from deqfl.models import accuracy, accuracy_at_budgets, build_model, find_deq, parameter_count
+from deqfl.models import accuracy_at_budgets, build_model, find_deq, parameter_count
 from deqfl.models.cells import MultiscaleCell, cell_names
 from deqfl.models.cells.multiscale import Branches
 from deqfl.models.width import narrow_model
@@ -108,25 +106,12 @@ def test_solver_converges_at_init(name):
     assert float(deq.contraction(model.stem(_images(4))).max()) < 1
 
 
-def test_learns_synthetic_cifar_shaped_images():
-    data = load_dataset("synthetic", num_train=200, num_test=100, image_shape=(3, 32, 32), noise=96.0, seed=1)
-    x = (torch.tensor(data.x_train, dtype=torch.float32) / 255 - 0.5) / 0.25
-    y = torch.tensor(data.y_train)
-    x_test = (torch.tensor(data.x_test, dtype=torch.float32) / 255 - 0.5) / 0.25
+def test_learns_synthetic_cifar_shaped_images(train_on_synthetic_cifar):
     torch.manual_seed(0)
     model = build_model("mdeq-tiny-8", channels=8)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for epoch in range(3):
-        for idx in torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch)).split(25):
-            with solver_budget(model, forward_cap=8):
-                loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
+    losses, test_accuracy = train_on_synthetic_cifar(model, noise=96.0, forward_cap=8)
     assert sum(losses[-4:]) / 4 < 0.5 * sum(losses[:4]) / 4
-    assert accuracy(model, x_test, torch.tensor(data.y_test)) >= 0.5  # chance: 0.1
+    assert test_accuracy >= 0.5  # chance: 0.1
 
 
 def test_fixed_budget_export_is_the_unrolled_twin_with_shared_weights():
