@@ -39,14 +39,15 @@ def test_every_cifar_run_is_a_valid_config_of_its_scale(gpu):
         assert config.train == fednova[alpha].train and config.fleet == fednova[alpha].fleet
 
 
-def test_each_family_has_three_growing_widths():
-    for labels in cp.FAMILIES.values():
+def test_each_family_has_at_least_three_growing_widths_and_sweeps_its_170k_model():
+    for name, labels in cp.FAMILIES.items():
         counts = []
         for label in labels:
             config = load_config(None, list(cp.MODELS[label]))
             model = build_model(config.model.name, input_shape=(3, 32, 32), **config.model.options)
             counts.append(sum(p.numel() for p in model.parameters()))
-        assert len(counts) == 3 and counts == sorted(counts) and 50_000 < counts[0] and counts[-1] < 300_000
+        assert len(counts) >= 3 and counts == sorted(counts) and 20_000 < counts[0] and counts[-1] < 300_000
+        assert 150_000 < counts[labels.index(cp.SWEEP_MODELS[name])] < 180_000
 
 
 def test_quick_and_slice_sizes_and_the_cli_flags(capsys, tmp_path):

@@ -10,13 +10,13 @@ seeded test rows, the final one on the whole test set; the anytime curve every
 
 Runs, in this order, after the MNIST-like data sets' runs:
 
-- T0 (CIFAR): the learning-rate sweep, `SWEEP_LRS` for each family's middle model, FedAvg,
+- T0 (CIFAR): the learning-rate sweep, `SWEEP_LRS` for each family's `SWEEP_MODELS` model, FedAvg,
   homogeneous devices, `sweep_rounds` rounds, seed 100; chosen by the clients' held-back
   accuracy (never the test set). `LEARNING_RATES` holds a family's rate for all its widths;
   the DEQ is also swept under SGD (`SGD_SWEEP_LRS`), the optimiser of E3's FedNova run.
 - E1 as frontiers: every model of `FAMILIES` (three widths each of the multiscale DEQ
-  solving at 16x16 and 8x8, the CIFAR ResNet and the two-layer CNN) under FedAvg with
-  homogeneous devices.
+  solving at 16x16 and 8x8 and the CIFAR ResNet, four of the two-layer CNN) under FedAvg
+  with homogeneous devices.
 - E2: the fleets of the MNIST suite with `HEADLINE["deq"]` and `HEADLINE["cnn"]` (the
   CNN runs partial work and HeteroFL).
 - E3: the fusion rules under the mixed fleet at Dirichlet `E3_ALPHAS` (the rules E2 already
@@ -62,17 +62,22 @@ MODELS: dict[str, tuple[str, ...]] = {
     "resnet-8": ("model.name=resnet-8",),
     "resnet-14": ("model.name=resnet-14",),
     "resnet-20": ("model.name=resnet-20",),
+    "cnn-w16": ("model.name=cnn-small", "model.options={widths=[16, 32]}"),
     "cnn-w32": ("model.name=cnn-small", "model.options={widths=[32, 64]}"),
     "cnn-w64": ("model.name=cnn-small", "model.options={widths=[64, 128]}"),
     "cnn-w96": ("model.name=cnn-small", "model.options={widths=[96, 192]}"),
 }
 """The CIFAR-10 models by label, as overrides (parameters: 65.5K, 172K, 265K; 75K, 173K,
-270K; 60K, 158K, 292K)."""
+270K; 25.6K, 60K, 158K, 292K)."""
 FAMILIES = {
     "deq": ("mdeq-tiny-8", "mdeq-small-8", "mdeq-large-8"),
     "resnet": ("resnet-8", "resnet-14", "resnet-20"),
-    "cnn": ("cnn-w32", "cnn-w64", "cnn-w96"),
+    "cnn": ("cnn-w16", "cnn-w32", "cnn-w64", "cnn-w96"),
 }
+"""E1's frontiers: each family's models from the smallest. The CNN has a fourth, smaller
+width (cnn-w16), the cheapest point at the small payloads where the DEQ's claim lies."""
+SWEEP_MODELS = {"deq": "mdeq-small-8", "resnet": "resnet-14", "cnn": "cnn-w64"}
+"""The model of each family whose rates T0 sweeps: the one of about 170K parameters."""
 HEADLINE = {"deq": "mdeq-small-8", "cnn": "cnn-w64"}
 """E2's and E3's models: the DEQ of about 170K parameters and the CNN nearest it (the
 explicit family HeteroFL can slice)."""
@@ -80,7 +85,7 @@ explicit family HeteroFL can slice)."""
 SWEEP_LRS = (3e-4, 1e-3, 3e-3, 1e-2)
 LEARNING_RATES = {"deq": 3e-3, "resnet": 3e-3, "cnn": 1e-3}
 """Adam's base rate per family: the best held-back accuracy of T0 (CIFAR) in the store
-(docs/results, 2026-12-02; the report's sweep table), for each family's middle model."""
+(docs/results, 2026-12-02; the report's sweep table), for each family's `SWEEP_MODELS` model."""
 SGD_SWEEP_LRS = (0.01, 0.03, 0.1)
 SGD_LR = 0.01
 """FedNova assumes heavy-ball SGD clients, so its E3 run trains the DEQ with SGD (momentum
@@ -181,15 +186,15 @@ def cifar_suite(scale: CifarScale, only: tuple[str, ...], seeds: tuple[int, ...]
 
 
 def sweep(scale: CifarScale) -> list[RunSpec]:
-    """T0 on CIFAR-10: each family's middle model at every rate of `SWEEP_LRS`."""
+    """T0 on CIFAR-10: each family's `SWEEP_MODELS` model at every rate of `SWEEP_LRS`."""
     base = tuple(o for o in scale.base() if not o.startswith(("experiment.rounds=", "evaluation.anytime_every=")))
     common = base + (f"experiment.seed={scale.sweep_seed}", f"experiment.rounds={scale.sweep_rounds}",
                      "evaluation.anytime_every=0", tiers(scale, 1.0, 0.0), "fusion.weighting=examples")
     deq = HEADLINE["deq"]
     return [
-        RunSpec(SWEEP, labels[1], CIFAR, scale.sweep_seed, common + model_overrides(labels[1], lr), f"lr={lr:g}",
+        RunSpec(SWEEP, label, CIFAR, scale.sweep_seed, common + model_overrides(label, lr), f"lr={lr:g}",
                 {"family": name})
-        for name, labels in FAMILIES.items() for lr in SWEEP_LRS
+        for name, label in SWEEP_MODELS.items() for lr in SWEEP_LRS
     ] + [
         RunSpec(SWEEP, f"{deq}-sgd", CIFAR, scale.sweep_seed, common + model_overrides(deq, lr, sgd=True), f"lr={lr:g}",
                 {"family": "deq"})
@@ -257,6 +262,6 @@ def sweep_section(results: list[dict[str, Any]]) -> list[str]:
         in_use = SGD_LR if method.endswith("-sgd") else LEARNING_RATES[family(method)]
         rows.append([method, *[cells.get(lr, "n/a") for lr in rates], best, f"{in_use:g}"])
     return ["## T0 learning-rate sweep (CIFAR-10, FedAvg, homogeneous devices, one seed)",
-            "", "Chosen by the clients' held-back accuracy, never by the test set; a family takes its middle "
-            "model's rate (docs/CIFAR_PROTOCOL.md).", "",
+            "", "Chosen by the clients' held-back accuracy, never by the test set; a family takes the rate of "
+            "its model of about 170K parameters (docs/CIFAR_PROTOCOL.md).", "",
             *md_table(["model", *[f"lr {lr:g}: held-back / test (%)" for lr in rates], "best", "in use"], rows)]
