@@ -19,7 +19,7 @@ def test_every_cifar_run_is_a_valid_config_of_its_scale(gpu):
     specs = _cifar(build_suite(FULL, with_cifar=True, gpu=gpu))
     scale = cp.GPU if gpu else cp.CPU
     assert len({s.run_id for s in specs}) == len(specs)
-    assert {s.experiment for s in specs} == {cp.SWEEP, "E1", "E2", "E3"} and {s.seed for s in specs} == {0, 100}
+    assert {s.experiment for s in specs} == {cp.SWEEP, "E1", "E2", "E3"} and {s.seed for s in specs} == {0, 1, 2, 100}
     for spec in specs:
         config = load_config(None, list(spec.overrides))
         assert config.data.augment == "crop-flip" and config.train.batch_size == 64
@@ -28,8 +28,9 @@ def test_every_cifar_run_is_a_valid_config_of_its_scale(gpu):
         assert config.train.optimizer == ("sgd" if spec.method in cp.SGD_RULES or spec.method.endswith("-sgd") else "adam")
         if spec.experiment != cp.SWEEP:
             assert config.experiment.rounds == scale.rounds and config.train.lr_schedule == "cosine"
-    e1 = [s.method for s in specs if s.experiment == "E1"]
-    assert sorted(e1) == sorted(cp.MODELS)
+    e1 = {seed: sorted(s.method for s in specs if s.experiment == "E1" and s.seed == seed) for seed in (0, 1, 2)}
+    assert e1 == {0: sorted(cp.MODELS), 1: sorted(cp.E1_HEADLINE), 2: sorted(cp.E1_HEADLINE)}  # the headline on 3 seeds
+    assert {s.seed for s in specs if s.experiment in ("E2", "E3")} == {0}
     e3 = [s for s in specs if s.experiment == "E3"]
     assert len(e3) == 2 * 7 - 2  # six rules and FedNova's SGD control; E2 already ran two rules at alpha 0.5
     control, fednova = ({s.group: load_config(None, list(s.overrides)) for s in e3 if s.method == m}

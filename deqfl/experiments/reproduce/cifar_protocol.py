@@ -81,6 +81,10 @@ SWEEP_MODELS = {"deq": "mdeq-small-8", "resnet": "resnet-14", "cnn": "cnn-w64"}
 HEADLINE = {"deq": "mdeq-small-8", "cnn": "cnn-w64"}
 """E2's and E3's models: the DEQ of about 170K parameters and the CNN nearest it (the
 explicit family HeteroFL can slice)."""
+E1_HEADLINE = (HEADLINE["deq"], "cnn-w32")
+"""E1's headline point, run on every seed of the suite (every other CIFAR-10 run on its
+first seed only): the headline DEQ and the smallest explicit model at most 1 point below
+it, cnn-w32 (seed 0's frontier, docs/RESULTS.md section E1F)."""
 
 SWEEP_LRS = (3e-4, 1e-3, 3e-3, 1e-2)
 LEARNING_RATES = {"deq": 3e-3, "resnet": 3e-3, "cnn": 1e-3}
@@ -173,15 +177,19 @@ def model_overrides(label: str, lr: float | None = None, sgd: bool = False) -> t
 
 
 def cifar_suite(scale: CifarScale, only: tuple[str, ...], seeds: tuple[int, ...] = (0,)) -> list[RunSpec]:
-    """Every CIFAR-10 run of the chosen experiments (module docstring), table by table."""
+    """Every CIFAR-10 run of the chosen experiments (module docstring), table by table:
+    on `seeds[0]`, and E1's `E1_HEADLINE` models on the other `seeds` too."""
     runs: list[RunSpec] = []
     if "T0" in only and scale.sweep_rounds:
         runs += sweep(scale)
     wanted = set(only) | ({"E2"} if "E4" in only else set())
     for experiment, build in (("E1", _e1), ("E2", _e2), ("E3", _e3)):
         if experiment in wanted:
-            for seed in seeds:
+            for seed in seeds[:1]:
                 runs += build(scale, seed, scale.base() + (f"experiment.seed={seed}",))
+    if "E1" in wanted:
+        for seed in seeds[1:]:
+            runs += [s for s in _e1(scale, seed, scale.base() + (f"experiment.seed={seed}",)) if s.method in E1_HEADLINE]
     return runs
 
 

@@ -169,7 +169,7 @@ def section_frontier(results: list[dict[str, Any]], out: Path) -> list[str]:
         return []
     lines = ["## E1F frontiers (E1's protocol at three widths per family)", "",
              "E1's row of each family plus E1F's two widths, at the family's learning rate (tuned "
-             "by T0 at E1's width only); on CIFAR-10, E1's nine models (three per family, under the CIFAR "
+             "by T0 at E1's width only); on CIFAR-10, E1's ten models (three per family, four CNN widths, under the CIFAR "
              "protocol, docs/CIFAR_PROTOCOL.md). The `seeds` column says how many seeds each point rests on. "
              "M MACs per training sample: multiply-accumulates of one training step (forward, loss, backward; "
              "`deqfl.models.macs`), for a DEQ at its measured mean forward iterations per training step, or "
@@ -204,5 +204,6 @@ def _plot_frontier(points: list[FrontierPoint], path: Path, dataset: str) -> Pat
                title=f"E1F {dataset}: accuracy against MB {x}")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # label the decades only
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # an axis is empty when no model reached the target
+            ax.legend(fontsize=8)
     return save_figure(fig, path)
