@@ -253,7 +253,7 @@ def protocol_lines(scale: PersonalScale = FULL) -> list[str]:
         "CIFAR-10, one cell of 5 labels per client on seed 0 (`--with-cifar` or `--cifar-only`): the CIFAR protocol's "
         "per-run settings (docs/CIFAR_PROTOCOL.md: 20 fixed local steps of batch 64, Adam with a cosine rate, crop-flip "
         "augmentation, 120 rounds) with 100 clients, 10 a round, and the mixed fleet (strong cap 8, weak cap 2, half "
-        "each); mdeq-small-8 and cnn-w64 at the protocol's rates; target 70%. About 30-60 minutes a run with two "
+        "each); mdeq-small-8 and cnn-w32 (E1's headline pair) at the protocol's rates; target 70%. About 30-60 minutes a run with two "
         "workers, some 10 machine-hours for its 14 runs.", "",
     ]
 
